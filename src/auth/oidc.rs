@@ -1,0 +1,368 @@
+//! OpenID Connect with the Microsoft identity platform: discovery, the
+//! authorization request, the code exchange and the refresh grant.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AccessToken, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken,
+    RequestTokenError, Scope, StandardRevocableToken, TokenUrl,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+use crate::http::read_limited;
+use crate::settings::Settings;
+
+/// After a failed discovery, wait this long before trying again.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+
+/// The parts of the discovery document the app uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Metadata {
+    /// May hold the `{tenantid}` placeholder (multi-tenant authorities).
+    pub issuer: String,
+    pub authorization_endpoint: Url,
+    pub token_endpoint: Url,
+    pub jwks_uri: Url,
+    pub end_session_endpoint: Option<Url>,
+}
+
+#[derive(Debug, Deserialize)]
+struct V1Metadata {
+    issuer: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("the identity platform could not be reached: {0}")]
+    Unavailable(String),
+    /// The token endpoint refused (e.g. `invalid_grant` for a replayed code).
+    #[error("the token endpoint refused the request: {error}")]
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("the token endpoint gave an answer we cannot use: {0}")]
+    BadResponse(String),
+}
+
+/// A token endpoint answer, tolerant of `expires_in` sent as a string.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct TokenResponse {
+    access_token: AccessToken,
+    token_type: BasicTokenType,
+    #[serde(default, deserialize_with = "number_or_string")]
+    expires_in: Option<u64>,
+    refresh_token: Option<RefreshToken>,
+    #[serde(rename = "scope", default, deserialize_with = "space_separated")]
+    scopes: Option<Vec<Scope>>,
+    id_token: Option<String>,
+}
+
+impl TokenResponse {
+    pub fn id_token(&self) -> Option<&str> {
+        self.id_token.as_deref()
+    }
+}
+
+impl oauth2::TokenResponse for TokenResponse {
+    type TokenType = BasicTokenType;
+    fn access_token(&self) -> &AccessToken {
+        &self.access_token
+    }
+    fn token_type(&self) -> &BasicTokenType {
+        &self.token_type
+    }
+    fn expires_in(&self) -> Option<Duration> {
+        self.expires_in.map(Duration::from_secs)
+    }
+    fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.refresh_token.as_ref()
+    }
+    fn scopes(&self) -> Option<&Vec<Scope>> {
+        self.scopes.as_ref()
+    }
+}
+
+fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Number(u64),
+        Text(String),
+    }
+    match Option::<Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n)),
+        Some(Value::Text(s)) => s.trim().parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+fn space_separated<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Scope>>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|s| {
+        s.split_whitespace()
+            .map(|p| Scope::new(p.to_owned()))
+            .collect()
+    }))
+}
+
+type OAuthClient = oauth2::Client<
+    BasicErrorResponse,
+    TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// The fresh secrets of one authorization request.
+pub struct AuthorizationRequest {
+    pub url: Url,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+/// The identity platform: discovery (lazy, retried), and the OAuth calls.
+pub struct Provider {
+    http: reqwest::Client,
+    discovery_url: Url,
+    v1_discovery_url: Url,
+    client_id: String,
+    client_secret: String,
+    redirect_uri: String,
+    scopes: Vec<String>,
+    cached: RwLock<Option<Arc<Discovered>>>,
+    v1_issuer: RwLock<Option<String>>,
+    v1_attempt: RwLock<Option<Instant>>,
+    last_attempt: RwLock<Option<Instant>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Discovery metadata and the OAuth client built from it.
+pub struct Discovered {
+    pub metadata: Metadata,
+    client: OAuthClient,
+}
+
+impl Provider {
+    pub fn new(settings: &Settings, authority: &Url, http: reqwest::Client) -> Self {
+        let base = authority.as_str().trim_end_matches('/');
+        let parse = |s: String| Url::parse(&s).unwrap_or_else(|_| authority.clone());
+        Self {
+            http,
+            discovery_url: parse(format!("{base}/v2.0/.well-known/openid-configuration")),
+            v1_discovery_url: parse(format!("{base}/.well-known/openid-configuration")),
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.expose().to_owned(),
+            redirect_uri: settings.redirect_uri(),
+            scopes: settings.scopes.clone(),
+            cached: RwLock::new(None),
+            v1_issuer: RwLock::new(None),
+            v1_attempt: RwLock::new(None),
+            last_attempt: RwLock::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The discovery metadata, fetched on first use and retried after failures
+    /// (at most every few seconds), so an unreachable authority at start-up
+    /// does not stop the app.
+    pub async fn discovered(&self) -> Result<Arc<Discovered>, OidcError> {
+        if let Some(d) = read(&self.cached) {
+            return Ok(d);
+        }
+        let _guard = self.fetching.lock().await;
+        if let Some(d) = read(&self.cached) {
+            return Ok(d);
+        }
+        if read(&self.last_attempt).is_some_and(|t| t.elapsed() < DISCOVERY_RETRY) {
+            return Err(OidcError::Unavailable(
+                "the last attempt failed moments ago".into(),
+            ));
+        }
+        write(&self.last_attempt, Some(Instant::now()));
+        let metadata: Metadata = self.get_json(&self.discovery_url).await.map_err(|e| {
+            tracing::warn!(url = %self.discovery_url, error = %e, "OpenID discovery failed");
+            OidcError::Unavailable(e)
+        })?;
+        let client = self.oauth_client(&metadata)?;
+        let discovered = Arc::new(Discovered { metadata, client });
+        write(&self.cached, Some(discovered.clone()));
+        tracing::info!(issuer = %discovered.metadata.issuer, "OpenID discovery succeeded");
+        Ok(discovered)
+    }
+
+    /// The v1 issuer template (`https://sts.windows.net/{tenantid}/` for
+    /// Microsoft), read from the v1 discovery document; `None` if unavailable.
+    pub async fn v1_issuer(&self) -> Option<String> {
+        if let Some(i) = read(&self.v1_issuer) {
+            return Some(i);
+        }
+        // Keep a failing v1 document off the hot path: try again after a minute.
+        if read(&self.v1_attempt).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return None;
+        }
+        write(&self.v1_attempt, Some(Instant::now()));
+        match self.get_json::<V1Metadata>(&self.v1_discovery_url).await {
+            Ok(m) => {
+                write(&self.v1_issuer, Some(m.issuer.clone()));
+                Some(m.issuer)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.v1_discovery_url, error = %e, "v1 discovery failed");
+                None
+            }
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, String> {
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("answered {}", response.status()));
+        }
+        let body = read_limited(response, 256 * 1024)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&body).map_err(|e| format!("not a discovery document: {e}"))
+    }
+
+    fn oauth_client(&self, m: &Metadata) -> Result<OAuthClient, OidcError> {
+        let bad = |e: url::ParseError| OidcError::BadResponse(e.to_string());
+        Ok(oauth2::Client::new(ClientId::new(self.client_id.clone()))
+            .set_client_secret(ClientSecret::new(self.client_secret.clone()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_auth_uri(AuthUrl::from_url(m.authorization_endpoint.clone()))
+            .set_token_uri(TokenUrl::from_url(m.token_endpoint.clone()))
+            .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(bad)?))
+    }
+
+    /// Builds the authorization request: `state`, `nonce` and a PKCE S256
+    /// challenge, each fresh and random. With `login_hint`, asks for a silent
+    /// sign-in (`prompt=none`) first.
+    pub fn authorization_request(
+        &self,
+        discovered: &Discovered,
+        login_hint: Option<&str>,
+    ) -> AuthorizationRequest {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let nonce = CsrfToken::new_random().secret().clone();
+        let mut request = discovered
+            .client
+            .authorize_url(CsrfToken::new_random)
+            .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())))
+            .set_pkce_challenge(challenge)
+            .add_extra_param("nonce", nonce.clone())
+            .add_extra_param("response_mode", "query");
+        if let Some(hint) = login_hint {
+            request = request
+                .add_extra_param("prompt", "none")
+                .add_extra_param("login_hint", hint.to_owned());
+        }
+        let (url, state) = request.url();
+        AuthorizationRequest {
+            url,
+            state: state.secret().clone(),
+            nonce,
+            pkce_verifier: verifier.secret().clone(),
+        }
+    }
+
+    /// Redeems an authorization code with the PKCE verifier and client secret.
+    pub async fn exchange_code(
+        &self,
+        discovered: &Discovered,
+        code: &str,
+        pkce_verifier: &str,
+    ) -> Result<TokenResponse, OidcError> {
+        discovered
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)
+    }
+
+    /// Redeems a refresh token (for a new access token, or one for another resource).
+    pub async fn refresh(
+        &self,
+        discovered: &Discovered,
+        refresh_token: &str,
+        scopes: &[String],
+    ) -> Result<TokenResponse, OidcError> {
+        let token = RefreshToken::new(refresh_token.to_owned());
+        discovered
+            .client
+            .exchange_refresh_token(&token)
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())))
+            .request_async(&self.http)
+            .await
+            .map_err(token_error)
+    }
+}
+
+fn token_error<E: std::error::Error + 'static>(
+    e: RequestTokenError<E, BasicErrorResponse>,
+) -> OidcError {
+    match e {
+        RequestTokenError::ServerResponse(r) => OidcError::Refused {
+            error: r.error().as_ref().to_owned(),
+            description: r.error_description().cloned(),
+        },
+        RequestTokenError::Request(e) => OidcError::Unavailable(e.to_string()),
+        RequestTokenError::Parse(e, _) => OidcError::BadResponse(e.to_string()),
+        RequestTokenError::Other(e) => OidcError::BadResponse(e),
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
+    match lock.read() {
+        Ok(v) => v.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
+    match lock.write() {
+        Ok(mut v) => *v = value,
+        Err(p) => *p.into_inner() = value,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_may_be_a_number_or_a_string() {
+        let n: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","token_type":"Bearer","expires_in":3599}"#)
+                .unwrap();
+        let s: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"a","token_type":"Bearer","expires_in":"3599","scope":"Mail.Read User.Read"}"#)
+                .unwrap();
+        assert_eq!(n.expires_in, Some(3599));
+        assert_eq!(s.expires_in, Some(3599));
+        assert_eq!(s.scopes.unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,187 @@
+//! `/signin`, `/gettoken` and `/signout`.
+
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use crate::error::AppError;
+use crate::jwt::id_token::{IdTokenRules, verify_id_token};
+use crate::session::{PendingSignIn, SignedInUser, TypedSession, now};
+use crate::settings::SessionStore;
+use crate::startup::{AppState, COOKIE_NAME};
+
+/// Redirects with 302 Found.
+pub fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((LOCATION, to))
+        .insert_header(("Cache-Control", "no-store"))
+        .finish()
+}
+
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    prompt: Option<String>,
+}
+
+/// Starts the authorization-code flow. `?prompt=none` (used after an access
+/// token expired) tries a silent sign-in with the remembered `login_hint`.
+pub async fn signin(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    q: web::Query<SignInQuery>,
+) -> HttpResponse {
+    let discovered = match state.provider.discovered().await {
+        Ok(d) => d,
+        Err(e) => return AppError::from(e).render(state.chrome(&session)),
+    };
+    let hint = match q.prompt.as_deref() {
+        Some("none") => session.login_hint(),
+        _ => None,
+    };
+    let request = state
+        .provider
+        .authorization_request(&discovered, hint.as_deref());
+    let pending = PendingSignIn {
+        state: request.state,
+        nonce: request.nonce,
+        pkce_verifier: request.pkce_verifier,
+        created_at: now(),
+        silent: hint.is_some(),
+    };
+    if let Err(e) = session.set_pending(&pending) {
+        return AppError::from(e).render(state.chrome(&session));
+    }
+    redirect(request.url.as_str())
+}
+
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The redirect URI: checks `state`, redeems the code, verifies the ID token.
+pub async fn gettoken(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    q: web::Query<Callback>,
+) -> HttpResponse {
+    match finish_sign_in(&state, &session, q.into_inner()).await {
+        Ok(to) => redirect(to),
+        Err(e) => e.render(state.chrome(&session)),
+    }
+}
+
+/// Silent sign-in failures that mean "ask the person".
+fn needs_interaction(error: &str) -> bool {
+    matches!(
+        error,
+        "login_required" | "interaction_required" | "consent_required"
+    )
+}
+
+fn clip(s: String, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+async fn finish_sign_in(
+    state: &AppState,
+    session: &TypedSession,
+    q: Callback,
+) -> Result<&'static str, AppError> {
+    // Single use: whatever happens below, this pending sign-in is spent.
+    let pending = session.take_pending();
+    let state_matches = |p: &PendingSignIn| {
+        q.state.as_deref().is_some_and(|s| {
+            aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), p.state.as_bytes())
+                .is_ok()
+        })
+    };
+
+    if let Some(error) = q.error {
+        let ours = pending.as_ref().filter(|p| state_matches(p));
+        if ours.is_some_and(|p| p.silent) && needs_interaction(&error) {
+            return Ok("/signin");
+        }
+        return Err(AppError::Provider {
+            code: clip(error, 100),
+            description: q.error_description.map(|d| clip(d, 1000)),
+        });
+    }
+
+    if q.state.is_none() {
+        return Err(AppError::StateMissing);
+    }
+    let pending = pending.ok_or(AppError::NoPendingSignIn)?;
+    if !state_matches(&pending) {
+        return Err(AppError::StateMismatch);
+    }
+    if pending.expired(now()) {
+        return Err(AppError::SignInExpired);
+    }
+    let code = q
+        .code
+        .filter(|c| !c.is_empty())
+        .ok_or(AppError::CodeMissing)?;
+
+    let discovered = state.provider.discovered().await?;
+    let tokens = state
+        .provider
+        .exchange_code(&discovered, &code, &pending.pkce_verifier)
+        .await?;
+    let id_token = tokens
+        .id_token()
+        .ok_or_else(|| AppError::TokenUnusable("the answer has no id_token".into()))?;
+    let claims = verify_id_token(
+        &state.verifier,
+        id_token,
+        &IdTokenRules {
+            jwks_url: &discovered.metadata.jwks_uri,
+            client_id: state.provider.client_id(),
+            issuer: &discovered.metadata.issuer,
+            nonce: &pending.nonce,
+        },
+    )
+    .await?;
+
+    use oauth2::TokenResponse as _;
+    let email = claims.email().unwrap_or_default().to_owned();
+    let user = SignedInUser {
+        name: claims.name.clone().unwrap_or_else(|| email.clone()),
+        email,
+        access_token: tokens.access_token().secret().clone(),
+        expires_at: now() + tokens.expires_in().map_or(3600, |d| d.as_secs() as i64),
+    };
+    session.sign_in(
+        &user,
+        state.settings.session_store == SessionStore::Cookie,
+        COOKIE_NAME,
+    )?;
+    tracing::info!(oid = ?claims.oid, tid = ?claims.tid, "signed in");
+    Ok("/mail")
+}
+
+/// Clears the session and signs out at the provider (RP-initiated logout).
+pub async fn signout(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
+    session.purge();
+    let end_session = state
+        .provider
+        .discovered()
+        .await
+        .ok()
+        .and_then(|d| d.metadata.end_session_endpoint.clone());
+    match end_session {
+        Some(mut url) => {
+            url.query_pairs_mut()
+                .append_pair(
+                    "post_logout_redirect_uri",
+                    &format!("{}/", state.settings.public_base()),
+                )
+                .append_pair("client_id", state.provider.client_id());
+            redirect(url.as_str())
+        }
+        None => redirect("/"),
+    }
+}

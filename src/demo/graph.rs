@@ -1,0 +1,188 @@
+//! The stand-in Graph (and Outlook REST) mail and `/me` endpoints.
+
+use std::collections::HashSet;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+
+use super::mailbox::{DemoMessage, Folder};
+use super::{Demo, PEOPLE};
+use crate::startup::AppState;
+
+#[derive(Deserialize)]
+struct AccessClaims {
+    oid: String,
+}
+
+/// Which API shape the request is for, by its path.
+fn outlook(req: &HttpRequest) -> bool {
+    req.path().starts_with("/_demo/outlook/")
+}
+
+/// Like Graph: a `request-id`, and the caller's `client-request-id` echoed when asked.
+fn respond(req: &HttpRequest, status: StatusCode, body: Value) -> HttpResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut response = HttpResponse::build(status);
+    response.insert_header(("request-id", request_id.as_str()));
+    let echo = req
+        .headers()
+        .get("return-client-request-id")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    if let Some(cid) = req.headers().get("client-request-id").filter(|_| echo) {
+        response.insert_header(("client-request-id", cid.clone()));
+    }
+    response.json(body)
+}
+
+fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    let date = time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    respond(
+        req,
+        status,
+        json!({"error": {"code": code, "message": message, "innerError": {"date": date}}}),
+    )
+}
+
+/// Verifies the bearer token as the real API would: our key, our audience, not expired.
+fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, HttpResponse> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let audience = if outlook(req) {
+        "https://outlook.office.com"
+    } else {
+        "https://graph.microsoft.com"
+    };
+    let (n, e) = d.signer.public_components();
+    let key = DecodingKey::from_rsa_raw_components(&n, &e);
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = 0;
+    validation.set_audience(&[audience]);
+    validation.required_spec_claims = HashSet::from(["exp".to_owned(), "aud".to_owned()]);
+    let person = token
+        .and_then(|t| jsonwebtoken::decode::<AccessClaims>(t, &key, &validation).ok())
+        .and_then(|data| PEOPLE.iter().position(|p| p.oid == data.claims.oid));
+    person.ok_or_else(|| {
+        graph_error(
+            req,
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience, signature or lifetime.",
+        )
+    })
+}
+
+pub(super) async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let Some(d) = state.demo.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let person = match caller(d, &req) {
+        Ok(p) => &PEOPLE[p],
+        Err(r) => return r,
+    };
+    let (given, surname) = person.name.split_once(' ').unwrap_or((person.name, ""));
+    let body = if outlook(&req) {
+        json!({
+            "Id": format!("{}@{}", person.oid, super::TENANT_ID),
+            "EmailAddress": person.upn, "DisplayName": person.name,
+            "Alias": given, "MailboxGuid": person.oid,
+        })
+    } else {
+        json!({
+            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+            "businessPhones": [], "displayName": person.name, "givenName": given,
+            "jobTitle": person.job_title, "mail": person.upn, "mobilePhone": null,
+            "officeLocation": person.office, "preferredLanguage": "en-US", "surname": surname,
+            "userPrincipalName": person.upn, "id": person.oid,
+        })
+    };
+    respond(&req, StatusCode::OK, body)
+}
+
+#[derive(Deserialize)]
+pub(super) struct ListParams {
+    #[serde(rename = "$top")]
+    top: Option<String>,
+}
+
+pub(super) async fn messages(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    folder: web::Path<String>,
+    q: web::Query<ListParams>,
+) -> HttpResponse {
+    let Some(d) = state.demo.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let person = match caller(d, &req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let folder = match folder.to_ascii_lowercase().as_str() {
+        "inbox" => Folder::Inbox,
+        "sentitems" => Folder::SentItems,
+        "drafts" => Folder::Drafts,
+        _ => {
+            return graph_error(
+                &req,
+                StatusCode::NOT_FOUND,
+                "ErrorInvalidIdMalformed",
+                "Id is malformed.",
+            );
+        }
+    };
+    let top = match q.top.as_deref().map(str::parse::<usize>) {
+        None => 10,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return graph_error(
+                &req,
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Invalid value for $top.",
+            );
+        }
+    };
+    let mut found: Vec<&DemoMessage> = d.mailboxes[person]
+        .iter()
+        .filter(|m| m.folder == folder)
+        .collect();
+    found.sort_by(|a, b| b.received.cmp(&a.received));
+    let pascal = outlook(&req);
+    let value: Vec<Value> = found.iter().take(top).map(|m| render(m, pascal)).collect();
+    respond(
+        &req,
+        StatusCode::OK,
+        json!({ "@odata.context": "demo", "value": value }),
+    )
+}
+
+fn render(m: &DemoMessage, pascal: bool) -> Value {
+    let received = m.received.format(&Rfc3339).unwrap_or_default();
+    let from = m
+        .from
+        .as_ref()
+        .map(|(name, address)| (name.clone(), address.clone()));
+    if pascal {
+        json!({
+            "@odata.etag": format!("W/\"{}\"", m.id), "Id": m.id,
+            "ReceivedDateTime": received, "Subject": m.subject,
+            "From": from.map(|(n, a)| json!({"EmailAddress": {"Name": n, "Address": a}})),
+        })
+    } else {
+        json!({
+            "@odata.etag": format!("W/\"{}\"", m.id), "id": m.id,
+            "receivedDateTime": received, "subject": m.subject,
+            "from": from.map(|(n, a)| json!({"emailAddress": {"name": n, "address": a}})),
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! Demo mode: small but faithful stand-ins for the Microsoft services the app
+//! talks to, served under `/_demo/` on the app's own port.
+//!
+//! The app reaches them over real HTTP, through the same discovery, oauth2,
+//! JWT and mail code it uses against Microsoft; only the endpoints differ.
+
+mod actions;
+mod graph;
+mod idp;
+pub mod mailbox;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use actix_web::web;
+use time::OffsetDateTime;
+
+use crate::jwt::signer::{RsaSigner, SignerError};
+use crate::settings::{Secret, Settings};
+use mailbox::DemoMessage;
+
+pub use mailbox::{PEOPLE, TENANT_ID};
+
+/// The client id and secret the stand-in accepts, and its keys and state.
+pub struct Demo {
+    signer: RsaSigner,
+    /// A key Microsoft never published, for the "forged token" button.
+    forger: RsaSigner,
+    client_id: String,
+    client_secret: Secret,
+    redirect_uri: String,
+    /// Where browsers reach us (`PUBLIC_URL`).
+    public_base: String,
+    /// Where the app itself reaches us (the bound address).
+    internal_base: String,
+    mailboxes: Vec<Vec<DemoMessage>>,
+    codes: Mutex<HashMap<String, idp::Grant>>,
+    refresh_tokens: Mutex<HashMap<String, idp::Grant>>,
+    http: reqwest::Client,
+    action_audience: String,
+    legacy_actions: bool,
+    legacy_issuer: String,
+}
+
+impl Demo {
+    pub fn new(
+        settings: &Settings,
+        internal_base: &str,
+        http: reqwest::Client,
+    ) -> Result<Self, SignerError> {
+        // Whole seconds, as Graph reports them.
+        let now = OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        Ok(Self {
+            signer: RsaSigner::generate(format!(
+                "demo-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ))?,
+            forger: RsaSigner::generate("forged")?,
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+            redirect_uri: settings.redirect_uri(),
+            public_base: settings.public_base().to_owned(),
+            internal_base: internal_base.to_owned(),
+            mailboxes: (0..PEOPLE.len())
+                .map(|p| mailbox::mailbox(p, now))
+                .collect(),
+            codes: Mutex::new(HashMap::new()),
+            refresh_tokens: Mutex::new(HashMap::new()),
+            http,
+            action_audience: settings
+                .action_audiences
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+            legacy_actions: settings.action_scheme == crate::settings::ActionScheme::Legacy,
+            legacy_issuer: settings.action_issuer.clone(),
+        })
+    }
+
+    /// The signing key, for tests that mint tokens the stand-in would.
+    pub fn signer(&self) -> &RsaSigner {
+        &self.signer
+    }
+
+    /// The issuer template of the demo v2.0 endpoint.
+    pub fn issuer_template(&self) -> String {
+        format!("{}/_demo/{{tenantid}}/v2.0", self.public_base)
+    }
+
+    /// The issuer template of the demo v1 endpoint (Microsoft's is `https://sts.windows.net/{tenantid}/`).
+    pub fn v1_issuer_template(&self) -> String {
+        format!("{}/_demo/sts/{{tenantid}}/", self.public_base)
+    }
+
+    /// The demo key set URL, for the legacy action scheme in demo mode.
+    pub fn keys_url(internal_base: &str) -> String {
+        format!("{internal_base}/_demo/common/discovery/v2.0/keys")
+    }
+}
+
+/// Registers the stand-in services under `/_demo`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/_demo")
+            .route("/actions", web::get().to(actions::card))
+            .route("/actions", web::post().to(actions::press))
+            .route("/graph/v1.0/me", web::get().to(graph::me))
+            .route(
+                "/graph/v1.0/me/mailfolders/{folder}/messages",
+                web::get().to(graph::messages),
+            )
+            .route("/outlook/api/v2.0/me", web::get().to(graph::me))
+            .route(
+                "/outlook/api/v2.0/me/mailfolders/{folder}/messages",
+                web::get().to(graph::messages),
+            )
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                web::get().to(idp::discovery),
+            )
+            .route(
+                "/{tenant}/.well-known/openid-configuration",
+                web::get().to(idp::discovery_v1),
+            )
+            .route("/{tenant}/discovery/v2.0/keys", web::get().to(idp::keys))
+            .route(
+                "/{tenant}/oauth2/v2.0/authorize",
+                web::get().to(idp::authorize),
+            )
+            .route(
+                "/{tenant}/oauth2/v2.0/authorize",
+                web::post().to(idp::choose),
+            )
+            .route("/{tenant}/oauth2/v2.0/token", web::post().to(idp::token))
+            .route("/{tenant}/oauth2/v2.0/logout", web::get().to(idp::logout)),
+    );
+}

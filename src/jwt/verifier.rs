@@ -1,0 +1,116 @@
+use std::collections::HashSet;
+
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::{JwksCache, JwtError, LEEWAY_SECS, MAX_TOKEN_LEN};
+
+/// What every token kind shares: where its keys are and who it must be for.
+pub struct Check<'a> {
+    /// The key-set URL the token's `kid` is looked up in.
+    pub jwks_url: &'a Url,
+    /// Accepted `aud` values (any one of them).
+    pub audiences: &'a [String],
+}
+
+/// Verifies RS256 JWTs against cached key sets. One per process.
+pub struct Verifier {
+    keys: JwksCache,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+impl Verifier {
+    pub fn new(keys: JwksCache) -> Self {
+        Self { keys }
+    }
+
+    pub fn keys(&self) -> &JwksCache {
+        &self.keys
+    }
+
+    /// Verifies signature, audience and lifetime, and returns the claims.
+    ///
+    /// Security invariants:
+    /// - Only RS256 is accepted, decided by us and not by the token: a token
+    ///   saying `none`, or `HS256` (which would make the public key an HMAC
+    ///   secret), is refused before any key is looked up.
+    /// - The header's `kid` only selects a key from the set we fetched.
+    /// - `exp` and `aud` (and `iss`, checked by each token kind) are required;
+    ///   `nbf` is checked when present. Leeway is [`LEEWAY_SECS`].
+    pub async fn verify<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        check: &Check<'_>,
+    ) -> Result<C, JwtError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtError::TooLarge);
+        }
+        let header = read_header(token)?;
+        if header.alg != "RS256" {
+            return Err(JwtError::Algorithm(header.alg));
+        }
+        let kid = header.kid.ok_or(JwtError::MissingKid)?;
+        let key = self.keys.key(check.jwks_url, &kid).await?;
+
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_audience(check.audiences);
+        // Issuers are templated per tenant; each token kind checks `iss` itself.
+        validation.iss = None;
+        validation.required_spec_claims =
+            HashSet::from(["exp".to_owned(), "aud".to_owned(), "iss".to_owned()]);
+
+        jsonwebtoken::decode::<C>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => JwtError::BadSignature,
+                ErrorKind::ExpiredSignature => JwtError::Expired,
+                ErrorKind::ImmatureSignature => JwtError::NotYetValid,
+                ErrorKind::InvalidAudience => JwtError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => JwtError::Algorithm("mismatch".into()),
+                ErrorKind::MissingRequiredClaim(c) => JwtError::MissingClaim(c.clone()),
+                _ => JwtError::Malformed,
+            })
+    }
+}
+
+/// Reads the (unverified) header, only to choose the algorithm check and key.
+fn read_header(token: &str) -> Result<RawHeader, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| JwtError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_read_from_three_part_tokens_only() {
+        assert_eq!(read_header("a.b").err(), Some(JwtError::Malformed));
+        assert_eq!(read_header("a.b.c.d").err(), Some(JwtError::Malformed));
+        assert_eq!(read_header("!!.b.c").err(), Some(JwtError::Malformed));
+        // {"alg":"none"}
+        let h = read_header("eyJhbGciOiJub25lIn0.e30.").unwrap();
+        assert_eq!(h.alg, "none");
+        assert!(h.kid.is_none());
+    }
+}

@@ -1,0 +1,16 @@
+//! outlook-inbox: sign in with Microsoft, see your ten most recent Inbox
+//! messages, and verify Outlook Actionable Message actions.
+
+pub mod actions;
+pub mod auth;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod jwt;
+pub mod mail;
+pub mod pages;
+pub mod routes;
+pub mod session;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;

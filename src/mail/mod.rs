@@ -1,0 +1,8 @@
+//! The mail API: Microsoft Graph or the Outlook REST v2.0 shape.
+
+mod client;
+pub mod model;
+pub mod routes;
+
+pub use client::{MailClient, MailError};
+pub use model::{Message, Profile};

@@ -1,0 +1,78 @@
+//! Home, health and not-found.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+
+use crate::error::html;
+use crate::pages::{ErrorView, HomeView, Person};
+use crate::session::{TypedSession, now};
+use crate::settings::MailApi;
+use crate::startup::AppState;
+
+pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
+    let person = match session.user() {
+        None => None,
+        Some(user) if user.expired(now()) => Some(Person {
+            name: user.name,
+            email: user.email,
+            profile: None,
+            profile_note: Some("Your sign-in has expired; open your Inbox to renew it.".into()),
+        }),
+        Some(user) => {
+            let (profile, profile_note) = match state
+                .mail
+                .profile(&user.access_token, &user.email)
+                .await
+            {
+                Ok(p) => (Some(p), None),
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "Your job title could not be loaded from Microsoft right now (client-request-id {}).",
+                        e.client_request_id()
+                    )),
+                ),
+            };
+            Some(Person {
+                name: user.name,
+                email: user.email,
+                profile,
+                profile_note,
+            })
+        }
+    };
+    html(
+        StatusCode::OK,
+        &HomeView {
+            chrome: state.chrome(&session),
+            person,
+            mail_api_label: match state.settings.mail_api {
+                MailApi::Graph => "Microsoft Graph",
+                MailApi::Outlook => "the Outlook REST API",
+            },
+        },
+    )
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok")
+}
+
+pub async fn not_found(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
+    html(
+        StatusCode::NOT_FOUND,
+        &ErrorView {
+            chrome: state.chrome(&session),
+            status: 404,
+            title: "Page not found",
+            detail: "There is nothing at this address.",
+            code: None,
+            remote_detail: None,
+            request_id: None,
+            action_href: "/",
+            action_label: "Back to the home page",
+        },
+    )
+}

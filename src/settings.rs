@@ -1,0 +1,541 @@
+//! Settings, read once at start-up from the environment (and `.env`).
+//!
+//! Every variable of the design's configuration table is parsed here into a
+//! typed value. A bad value is a one-line error naming the variable; nothing
+//! later in the program parses configuration again.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use url::Url;
+
+/// A secret string whose `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is sent to its rightful recipient.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Which mail API the app reads the Inbox from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailApi {
+    /// Microsoft Graph v1.0 (camelCase fields).
+    Graph,
+    /// The retired Outlook REST API v2.0 shape (PascalCase fields).
+    Outlook,
+}
+
+/// Where the session lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStore {
+    Cookie,
+    Redis,
+}
+
+/// Which Actionable Message token scheme `/api/expense` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionScheme {
+    /// Entra ID access tokens (current since 2026-06-08).
+    Entra,
+    /// Retired EAT tokens from `substrate.office.com`.
+    Legacy,
+}
+
+/// The 64-byte key that signs and encrypts the session cookie.
+#[derive(Clone)]
+pub struct SessionKey {
+    bytes: Vec<u8>,
+    /// True when no `SESSION_KEY` was given and a random one was made.
+    pub generated: bool,
+}
+
+impl SessionKey {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn random() -> Self {
+        let mut bytes = Vec::with_capacity(64);
+        for _ in 0..4 {
+            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        }
+        Self {
+            bytes,
+            generated: true,
+        }
+    }
+}
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey([redacted])")
+    }
+}
+
+/// The app's complete configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    /// The URL people reach; without a trailing slash when rendered.
+    pub public_url: Url,
+    /// Whether `PUBLIC_URL` was given (when not, a test on port 0 gets the bound port).
+    pub public_url_explicit: bool,
+    /// True when no `CLIENT_ID` is set: the embedded stand-in services are used.
+    pub demo: bool,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Base of the identity platform; `None` in demo mode until the port is known.
+    pub authority: Option<Url>,
+    pub scopes: Vec<String>,
+    pub mail_api: MailApi,
+    /// `None` in demo mode until the port is known.
+    pub mail_api_url: Option<Url>,
+    pub session_key: SessionKey,
+    pub session_store: SessionStore,
+    pub redis_url: String,
+    pub action_scheme: ActionScheme,
+    pub action_audiences: Vec<String>,
+    pub action_issuer: String,
+    pub action_keys_url: Url,
+    pub action_tenants: Vec<String>,
+    pub action_senders: Vec<String>,
+    pub action_performers: Vec<String>,
+    pub sharepoint_site: Option<Url>,
+    /// Timeout for every outbound HTTP call (10 s; tests shorten it).
+    pub upstream_timeout: Duration,
+    /// An unknown `kid` refetches a key set at most this often (60 s; tests shorten it).
+    pub jwks_min_refetch: Duration,
+    /// A key set older than this is refreshed (one hour).
+    pub jwks_max_age: Duration,
+}
+
+/// A start-up configuration error: one line that names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+fn bad(variable: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        message: message.into(),
+    }
+}
+
+/// The client id the demo stand-in registers for the app.
+pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e0";
+
+impl Settings {
+    /// Reads the process environment (after loading `.env`, if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is an error worth stopping for.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(bad(".env", e.to_string())),
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any variable lookup (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+
+        let bind = match var("BIND") {
+            Some(v) => v.parse::<SocketAddr>().map_err(|_| {
+                bad(
+                    "BIND",
+                    format!("`{v}` is not an address like 127.0.0.1:8000"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+        };
+
+        let public_url_explicit = var("PUBLIC_URL").is_some();
+        let public_url = parse_base_url(
+            "PUBLIC_URL",
+            &var("PUBLIC_URL").unwrap_or_else(|| "http://localhost:8000".into()),
+        )?;
+
+        let (demo, client_id, client_secret) = match (var("CLIENT_ID"), var("CLIENT_SECRET")) {
+            (None, None) => (
+                true,
+                DEMO_CLIENT_ID.to_owned(),
+                Secret::new(uuid::Uuid::new_v4().simple().to_string()),
+            ),
+            (Some(id), Some(secret)) => (false, id, Secret::new(secret)),
+            (Some(_), None) => {
+                return Err(bad("CLIENT_SECRET", "is required when CLIENT_ID is set"));
+            }
+            (None, Some(_)) => {
+                return Err(bad("CLIENT_ID", "is required when CLIENT_SECRET is set"));
+            }
+        };
+
+        let mail_api = match var("MAIL_API").as_deref() {
+            None | Some("graph") => MailApi::Graph,
+            Some("outlook") => MailApi::Outlook,
+            Some(other) => {
+                return Err(bad(
+                    "MAIL_API",
+                    format!("`{other}` is not `graph` or `outlook`"),
+                ));
+            }
+        };
+
+        let authority = match var("AUTHORITY") {
+            Some(v) if demo => {
+                return Err(bad(
+                    "AUTHORITY",
+                    format!(
+                        "`{v}` is set but CLIENT_ID is not; set both (or neither, for demo mode)"
+                    ),
+                ));
+            }
+            Some(v) => Some(parse_base_url("AUTHORITY", &v)?),
+            None if demo => None,
+            None => Some(parse_base_url(
+                "AUTHORITY",
+                "https://login.microsoftonline.com/common",
+            )?),
+        };
+
+        let mail_api_url = match var("MAIL_API_URL") {
+            Some(v) => Some(parse_base_url("MAIL_API_URL", &v)?),
+            None if demo => None,
+            None => Some(parse_base_url(
+                "MAIL_API_URL",
+                default_mail_api_url(mail_api),
+            )?),
+        };
+
+        let scopes = match var("SCOPES") {
+            Some(v) => v.split_whitespace().map(str::to_owned).collect(),
+            None => default_scopes(mail_api),
+        };
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(bad(
+                "SCOPES",
+                "must include `openid` (the app verifies the ID token)",
+            ));
+        }
+
+        let session_key = match var("SESSION_KEY") {
+            Some(v) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_bytes())
+                    .map_err(|_| bad("SESSION_KEY", "is not valid base64"))?;
+                if bytes.len() < 64 {
+                    return Err(bad(
+                        "SESSION_KEY",
+                        format!("decodes to {} bytes; at least 64 are needed", bytes.len()),
+                    ));
+                }
+                SessionKey {
+                    bytes,
+                    generated: false,
+                }
+            }
+            None => SessionKey::random(),
+        };
+
+        let session_store = match var("SESSION_STORE").as_deref() {
+            None | Some("cookie") => SessionStore::Cookie,
+            Some("redis") => SessionStore::Redis,
+            Some(other) => {
+                return Err(bad(
+                    "SESSION_STORE",
+                    format!("`{other}` is not `cookie` or `redis`"),
+                ));
+            }
+        };
+
+        let redis_url = var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        match Url::parse(&redis_url) {
+            Ok(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {}
+            _ => return Err(bad("REDIS_URL", "is not a redis:// or rediss:// URL")),
+        }
+
+        let action_scheme = match var("ACTION_TOKEN").as_deref() {
+            None | Some("entra") => ActionScheme::Entra,
+            Some("legacy") => ActionScheme::Legacy,
+            Some(other) => {
+                return Err(bad(
+                    "ACTION_TOKEN",
+                    format!("`{other}` is not `entra` or `legacy`"),
+                ));
+            }
+        };
+
+        let action_audiences = match var("ACTION_AUDIENCE") {
+            Some(v) => list(&v),
+            None => match action_scheme {
+                ActionScheme::Entra => vec![client_id.clone()],
+                ActionScheme::Legacy => vec![public_url.as_str().trim_end_matches('/').to_owned()],
+            },
+        };
+        if action_audiences.is_empty() {
+            return Err(bad("ACTION_AUDIENCE", "lists no audience"));
+        }
+
+        let action_issuer =
+            var("ACTION_ISSUER").unwrap_or_else(|| "https://substrate.office.com/sts/".into());
+        let action_keys_url = parse_url(
+            "ACTION_KEYS_URL",
+            &var("ACTION_KEYS_URL")
+                .unwrap_or_else(|| "https://substrate.office.com/sts/common/discovery/keys".into()),
+        )?;
+
+        let action_tenants = var("ACTION_TENANTS").map(|v| list(&v)).unwrap_or_default();
+        for t in &action_tenants {
+            if !crate::jwt::is_guid(t) {
+                return Err(bad(
+                    "ACTION_TENANTS",
+                    format!("`{t}` is not a tenant id (a GUID)"),
+                ));
+            }
+        }
+        let action_senders = var("ACTION_SENDERS").map(|v| list(&v)).unwrap_or_default();
+        let action_performers = var("ACTION_PERFORMERS")
+            .map(|v| list(&v))
+            .unwrap_or_default();
+
+        let sharepoint_site = match var("SHAREPOINT_SITE") {
+            Some(v) => Some(parse_base_url("SHAREPOINT_SITE", &v)?),
+            None => None,
+        };
+
+        Ok(Self {
+            bind,
+            public_url,
+            public_url_explicit,
+            demo,
+            client_id,
+            client_secret,
+            authority,
+            scopes,
+            mail_api,
+            mail_api_url,
+            session_key,
+            session_store,
+            redis_url,
+            action_scheme,
+            action_audiences,
+            action_issuer,
+            action_keys_url,
+            action_tenants,
+            action_senders,
+            action_performers,
+            sharepoint_site,
+            upstream_timeout: Duration::from_secs(10),
+            jwks_min_refetch: Duration::from_secs(60),
+            jwks_max_age: Duration::from_secs(3600),
+        })
+    }
+
+    /// `PUBLIC_URL` without a trailing slash, for building absolute links.
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+
+    /// The redirect URI registered with the identity platform.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/gettoken", self.public_base())
+    }
+
+    /// Cookies carry `Secure` when people reach the app over https.
+    pub fn https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// Points demo mode at the stand-in services served on `base` (this app's own address).
+    pub fn use_demo_services(&mut self, base: &str) -> Result<(), ConfigError> {
+        if !self.demo {
+            return Ok(());
+        }
+        self.authority = Some(parse_base_url(
+            "AUTHORITY",
+            &format!("{base}/_demo/common"),
+        )?);
+        if self.mail_api_url.is_none() {
+            let path = match self.mail_api {
+                MailApi::Graph => "/_demo/graph/v1.0",
+                MailApi::Outlook => "/_demo/outlook/api/v2.0",
+            };
+            self.mail_api_url = Some(parse_base_url("MAIL_API_URL", &format!("{base}{path}"))?);
+        }
+        Ok(())
+    }
+}
+
+/// The default mail API base URL for each flavour.
+pub fn default_mail_api_url(api: MailApi) -> &'static str {
+    match api {
+        MailApi::Graph => "https://graph.microsoft.com/v1.0",
+        MailApi::Outlook => "https://outlook.office.com/api/v2.0",
+    }
+}
+
+/// The default scopes for each flavour.
+pub fn default_scopes(api: MailApi) -> Vec<String> {
+    let scopes = match api {
+        MailApi::Graph => "openid profile offline_access User.Read Mail.Read",
+        MailApi::Outlook => "openid profile offline_access https://outlook.office.com/Mail.Read",
+    };
+    scopes.split(' ').map(str::to_owned).collect()
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(value).map_err(|e| bad(variable, format!("`{value}` is not a URL ({e})")))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(bad(variable, format!("`{value}` is not an http(s) URL")));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(bad(variable, format!("`{value}` has no host")));
+    }
+    Ok(url)
+}
+
+/// A URL that paths are appended to: no query, no fragment, no trailing slash.
+fn parse_base_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = parse_url(variable, value.trim_end_matches('/'))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(
+            variable,
+            format!("`{value}` must not have a query or fragment"),
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn no_client_id_means_demo_mode_with_graph_defaults() {
+        let s = settings(&[]).unwrap();
+        assert!(s.demo);
+        assert_eq!(s.mail_api, MailApi::Graph);
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.redirect_uri(), "http://localhost:8000/gettoken");
+        assert!(s.session_key.generated);
+        assert_eq!(s.session_key.bytes().len(), 64);
+        assert_eq!(
+            s.scopes.join(" "),
+            "openid profile offline_access User.Read Mail.Read"
+        );
+    }
+
+    #[test]
+    fn a_real_registration_uses_microsoft_endpoints() {
+        let s = settings(&[
+            ("CLIENT_ID", "abc"),
+            ("CLIENT_SECRET", "s3cret"),
+            ("MAIL_API", "outlook"),
+        ])
+        .unwrap();
+        assert!(!s.demo);
+        assert_eq!(
+            s.authority.unwrap().as_str(),
+            "https://login.microsoftonline.com/common"
+        );
+        assert_eq!(
+            s.mail_api_url.unwrap().as_str(),
+            "https://outlook.office.com/api/v2.0"
+        );
+        assert!(
+            s.scopes
+                .contains(&"https://outlook.office.com/Mail.Read".to_string())
+        );
+        assert_eq!(s.action_audiences, vec!["abc".to_string()]);
+        assert_eq!(format!("{:?}", s.client_secret), "[redacted]");
+    }
+
+    #[test]
+    fn half_a_registration_names_the_missing_variable() {
+        let e = settings(&[("CLIENT_ID", "abc")]).unwrap_err();
+        assert_eq!(e.variable, "CLIENT_SECRET");
+        let e = settings(&[("CLIENT_SECRET", "x")]).unwrap_err();
+        assert_eq!(e.variable, "CLIENT_ID");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("BIND", "localhost"),
+            ("PUBLIC_URL", "not a url"),
+            ("MAIL_API", "imap"),
+            ("SESSION_KEY", "c2hvcnQ="),
+            ("SESSION_KEY", "***"),
+            ("SESSION_STORE", "memcached"),
+            ("REDIS_URL", "http://x"),
+            ("ACTION_TOKEN", "eat"),
+            ("ACTION_TENANTS", "contoso.com"),
+            ("SHAREPOINT_SITE", "ftp://x"),
+            ("SCOPES", "Mail.Read"),
+        ] {
+            let e = settings(&[(name, value)]).unwrap_err();
+            assert_eq!(e.variable, name, "{name}={value} gave {e}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn legacy_audience_defaults_to_public_url_and_lists_split_on_commas() {
+        let s = settings(&[
+            ("ACTION_TOKEN", "legacy"),
+            ("PUBLIC_URL", "https://api.contoso.com/"),
+            ("ACTION_PERFORMERS", " a@contoso.com, @fabrikam.com ,"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.action_audiences,
+            vec!["https://api.contoso.com".to_string()]
+        );
+        assert_eq!(s.action_performers, vec!["a@contoso.com", "@fabrikam.com"]);
+        assert!(s.https());
+    }
+}

@@ -1,0 +1,244 @@
+//! Builds the shared state and the HTTP server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Instant;
+
+use actix_session::SessionMiddleware;
+use actix_session::config::{BrowserSession, CookieContentSecurity};
+use actix_session::storage::CookieSessionStore;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::{Server, Service};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{App, HttpResponse, HttpServer, web};
+
+use crate::auth::oidc::Provider;
+use crate::demo::Demo;
+use crate::jwt::{JwksCache, Verifier};
+use crate::mail::MailClient;
+use crate::pages::Chrome;
+use crate::session::TypedSession;
+use crate::settings::{ConfigError, Settings};
+use crate::{actions, auth, demo, mail, routes};
+
+/// The session cookie's name.
+pub const COOKIE_NAME: &str = "inbox_session";
+
+/// Content Security Policy: our own styles, no scripts from anywhere else,
+/// no framing, forms only to ourselves.
+const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// Everything the handlers share, built once.
+pub struct AppState {
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    pub provider: Provider,
+    pub verifier: Verifier,
+    pub mail: MailClient,
+    pub demo: Option<Demo>,
+}
+
+impl AppState {
+    /// The page frame for this request: demo banner and signed-in name.
+    pub fn chrome(&self, session: &TypedSession) -> Chrome {
+        Chrome {
+            demo: self.settings.demo,
+            user: session.user().map(|u| u.name),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("BIND: cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("could not build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("could not create the demo signing key: {0}")]
+    DemoKey(#[from] crate::jwt::signer::SignerError),
+}
+
+/// The running app: its port and server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Binds the listener and builds the server (not yet running).
+    ///
+    /// With `BIND` on port 0 and no `PUBLIC_URL` (the tests), the public URL
+    /// becomes `http://127.0.0.1:{the port the system chose}`.
+    pub async fn build(mut settings: Settings) -> Result<Self, StartupError> {
+        let listener =
+            TcpListener::bind(settings.bind).map_err(|e| StartupError::Bind(settings.bind, e))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| StartupError::Bind(settings.bind, e))?;
+        let internal_base = format!(
+            "http://{}",
+            match local {
+                SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+                SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+                other => other.to_string(),
+            }
+        );
+        if settings.bind.port() == 0 && !settings.public_url_explicit {
+            settings.public_url = url::Url::parse(&internal_base).map_err(|e| ConfigError {
+                variable: "PUBLIC_URL",
+                message: e.to_string(),
+            })?;
+        }
+        if settings.demo {
+            settings.use_demo_services(&internal_base)?;
+            if settings.action_keys_url.as_str()
+                == "https://substrate.office.com/sts/common/discovery/keys"
+            {
+                settings.action_keys_url = url::Url::parse(&Demo::keys_url(&internal_base))
+                    .map_err(|e| ConfigError {
+                        variable: "ACTION_KEYS_URL",
+                        message: e.to_string(),
+                    })?;
+            }
+        }
+
+        let http = crate::http::client(settings.upstream_timeout)?;
+        let authority = settings.authority.clone().ok_or(ConfigError {
+            variable: "AUTHORITY",
+            message: "is not set".into(),
+        })?;
+        let mail_url = settings.mail_api_url.clone().ok_or(ConfigError {
+            variable: "MAIL_API_URL",
+            message: "is not set".into(),
+        })?;
+        let demo = if settings.demo {
+            Some(Demo::new(&settings, &internal_base, http.clone())?)
+        } else {
+            None
+        };
+        let state = web::Data::new(AppState {
+            provider: Provider::new(&settings, &authority, http.clone()),
+            verifier: Verifier::new(JwksCache::new(
+                http.clone(),
+                settings.jwks_min_refetch,
+                settings.jwks_max_age,
+            )),
+            mail: MailClient::new(http.clone(), &mail_url, settings.mail_api),
+            http,
+            demo,
+            settings,
+        });
+
+        let server = server(listener, state.clone())?;
+        Ok(Self {
+            port: local.port(),
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Runs until the server stops. Outside demo mode, discovery is attempted
+    /// at once in the background, so the first sign-in does not wait for it.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if !self.state.settings.demo {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let _ = state.provider.discovered().await;
+            });
+        }
+        self.server.await
+    }
+}
+
+fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
+    let key = Key::try_from(state.settings.session_key.bytes()).map_err(|_| ConfigError {
+        variable: "SESSION_KEY",
+        message: "is not a usable key".into(),
+    })?;
+    let demo = state.settings.demo;
+    let server = HttpServer::new(move || {
+        let https = state.settings.https();
+        let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+            .cookie_name(COOKIE_NAME.to_owned())
+            .cookie_secure(https)
+            .cookie_http_only(true)
+            .cookie_same_site(SameSite::Lax)
+            .cookie_content_security(CookieContentSecurity::Private)
+            .session_lifecycle(BrowserSession::default())
+            .build();
+        let security_headers = DefaultHeaders::new()
+            .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+            .add((header::REFERRER_POLICY, "no-referrer"))
+            .add((header::X_FRAME_OPTIONS, "DENY"))
+            .add((header::CONTENT_SECURITY_POLICY, CSP))
+            .add((header::CACHE_CONTROL, "no-store"));
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::FormConfig::default().limit(16 * 1024))
+            .wrap(sessions)
+            .wrap(security_headers)
+            .wrap_fn(|req, srv| {
+                let start = Instant::now();
+                let method = req.method().clone();
+                let path = req.path().to_owned();
+                let fut = srv.call(req);
+                async move {
+                    let res = fut.await?;
+                    // The path only: a query string can hold an authorization code.
+                    tracing::debug!(%method, %path, status = res.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
+                    Ok(res)
+                }
+            })
+            .route("/", web::get().to(routes::home))
+            .route("/healthz", web::get().to(routes::healthz))
+            .route("/signin", web::get().to(auth::routes::signin))
+            .route("/gettoken", web::get().to(auth::routes::gettoken))
+            .route("/signout", web::get().to(auth::routes::signout))
+            .route("/mail", web::get().to(mail::routes::inbox))
+            .route("/api/expense", web::post().to(actions::expense))
+            .route("/static/site.css", web::get().to(stylesheet))
+            .route("/static/icon.svg", web::get().to(icon))
+            .configure(|cfg| {
+                if demo {
+                    demo::configure(cfg);
+                }
+            })
+            .default_service(web::to(routes::not_found))
+    })
+    .listen(listener)
+    .map_err(|e| StartupError::Bind(SocketAddr::from(([0, 0, 0, 0], 0)), e))?
+    .run();
+    Ok(server)
+}
+
+const SITE_CSS: &str = include_str!("../static/site.css");
+const ICON_SVG: &str = include_str!("../static/icon.svg");
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=3600"),
+        ))
+        .body(body)
+}
+
+async fn stylesheet() -> HttpResponse {
+    asset("text/css; charset=utf-8", SITE_CSS)
+}
+
+async fn icon() -> HttpResponse {
+    asset("image/svg+xml", ICON_SVG)
+}
