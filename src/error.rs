@@ -11,6 +11,17 @@ use crate::mail::MailError;
 use crate::pages::{Chrome, ErrorView};
 use crate::session::SessionError;
 
+/// Status, title, detail, remote code, remote detail, request id, and the link to offer.
+type PageParts<'a> = (
+    StatusCode,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+    (&'a str, &'a str),
+);
+
 /// Everything a page handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -77,15 +88,7 @@ impl AppError {
         let home = ("/", "Back to the home page");
         let mut retry_after = None;
         let reference;
-        let (status, title, detail, code, remote, request_id, action): (
-            StatusCode,
-            &str,
-            &str,
-            Option<&str>,
-            Option<&str>,
-            Option<&str>,
-            (&str, &str),
-        ) = match self {
+        let (status, title, detail, code, remote, request_id, action): PageParts<'_> = match self {
             AppError::SignInUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Microsoft sign-in is unreachable right now",
@@ -266,10 +269,10 @@ impl AppError {
             action_label: action.1,
         };
         let mut response = html(status, &view);
-        if let Some(secs) = retry_after {
-            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
-                response.headers_mut().insert(RETRY_AFTER, v);
-            }
+        if let Some(secs) = retry_after
+            && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(RETRY_AFTER, v);
         }
         response
     }

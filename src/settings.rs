@@ -71,10 +71,12 @@ impl SessionKey {
     }
 
     pub fn random() -> Self {
-        let mut bytes = Vec::with_capacity(64);
-        for _ in 0..4 {
-            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-            bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let mut bytes = vec![0u8; 64];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            // The system RNG failing is exceptional; fall back to v4 UUIDs (also from the OS RNG).
+            bytes = (0..4)
+                .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+                .collect();
         }
         Self {
             bytes,

@@ -145,6 +145,7 @@ pub struct Provider {
     cached: RwLock<Option<Arc<Discovered>>>,
     v1_issuer: RwLock<Option<String>>,
     v1_attempt: RwLock<Option<Instant>>,
+    v1_fetching: tokio::sync::Mutex<()>,
     last_attempt: RwLock<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
 }
@@ -170,6 +171,7 @@ impl Provider {
             cached: RwLock::new(None),
             v1_issuer: RwLock::new(None),
             v1_attempt: RwLock::new(None),
+            v1_fetching: tokio::sync::Mutex::new(()),
             last_attempt: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
         }
@@ -213,7 +215,12 @@ impl Provider {
         if let Some(i) = read(&self.v1_issuer) {
             return Some(i);
         }
-        // Keep a failing v1 document off the hot path: try again after a minute.
+        // One fetch for concurrent callers; a failing v1 document stays off
+        // the hot path until a minute has passed.
+        let _guard = self.v1_fetching.lock().await;
+        if let Some(i) = read(&self.v1_issuer) {
+            return Some(i);
+        }
         if read(&self.v1_attempt).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
             return None;
         }

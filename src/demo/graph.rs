@@ -51,7 +51,7 @@ fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str)
 }
 
 /// Verifies the bearer token as the real API would: our key, our audience, not expired.
-fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, HttpResponse> {
+fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
     let token = req
         .headers()
         .get(AUTHORIZATION)
@@ -72,12 +72,12 @@ fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, HttpResponse> {
         .and_then(|t| jsonwebtoken::decode::<AccessClaims>(t, &key, &validation).ok())
         .and_then(|data| PEOPLE.iter().position(|p| p.oid == data.claims.oid));
     person.ok_or_else(|| {
-        graph_error(
+        Box::new(graph_error(
             req,
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token validation failure. Invalid audience, signature or lifetime.",
-        )
+        ))
     })
 }
 
@@ -87,7 +87,7 @@ pub(super) async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
     };
     let person = match caller(d, &req) {
         Ok(p) => &PEOPLE[p],
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let (given, surname) = person.name.split_once(' ').unwrap_or((person.name, ""));
     let body = if outlook(&req) {
@@ -125,7 +125,7 @@ pub(super) async fn messages(
     };
     let person = match caller(d, &req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let folder = match folder.to_ascii_lowercase().as_str() {
         "inbox" => Folder::Inbox,
@@ -156,7 +156,7 @@ pub(super) async fn messages(
         .iter()
         .filter(|m| m.folder == folder)
         .collect();
-    found.sort_by(|a, b| b.received.cmp(&a.received));
+    found.sort_by_key(|m| std::cmp::Reverse(m.received));
     let pascal = outlook(&req);
     let value: Vec<Value> = found.iter().take(top).map(|m| render(m, pascal)).collect();
     respond(

@@ -136,21 +136,21 @@ pub(super) async fn keys(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Checks the client and redirect URI; an unknown one gets a page, never a redirect.
-fn check_client<'a>(d: &Demo, p: &'a AuthorizeParams) -> Result<&'a str, HttpResponse> {
+fn check_client<'a>(d: &Demo, p: &'a AuthorizeParams) -> Result<&'a str, Box<HttpResponse>> {
     if p.client_id.as_deref() != Some(d.client_id.as_str()) {
-        return Err(message(
+        return Err(Box::new(message(
             StatusCode::BAD_REQUEST,
             "AADSTS700016: Application not found",
             "The client_id in this request is not registered with the demo identity platform.",
-        ));
+        )));
     }
     match p.redirect_uri.as_deref() {
         Some(uri) if uri == d.redirect_uri => Ok(uri),
-        _ => Err(message(
+        _ => Err(Box::new(message(
             StatusCode::BAD_REQUEST,
             "AADSTS50011: The redirect URI does not match",
             "The redirect_uri in this request is not the one registered for this app.",
-        )),
+        ))),
     }
 }
 
@@ -185,13 +185,13 @@ fn back(redirect_uri: &str, state: Option<&str>, params: &[(&str, &str)]) -> Htt
 }
 
 /// Validates what the app must send; a fault goes back to the app as an OAuth error.
-fn check_request(p: &AuthorizeParams, redirect_uri: &str) -> Result<(), HttpResponse> {
+fn check_request(p: &AuthorizeParams, redirect_uri: &str) -> Result<(), Box<HttpResponse>> {
     let error = |code: &str, text: &str| {
-        back(
+        Box::new(back(
             redirect_uri,
             p.state.as_deref(),
             &[("error", code), ("error_description", text)],
-        )
+        ))
     };
     if p.response_type.as_deref() != Some("code") {
         return Err(error(
@@ -230,10 +230,10 @@ pub(super) async fn authorize(
     };
     let redirect_uri = match check_client(d, &q) {
         Ok(u) => u,
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     if let Err(r) = check_request(&q, redirect_uri) {
-        return r;
+        return *r;
     }
     if q.prompt.as_deref() == Some("none") {
         let remembered = req
@@ -299,10 +299,10 @@ pub(super) async fn choose(
     let p = form.into_inner();
     let redirect_uri = match check_client(d, &p) {
         Ok(u) => u.to_owned(),
-        Err(page) => return page,
+        Err(page) => return *page,
     };
     if let Err(r) = check_request(&p, &redirect_uri) {
-        return r;
+        return *r;
     }
     match p.choice.as_deref().map(str::parse::<usize>) {
         Some(Ok(person)) if person < PEOPLE.len() => {
@@ -383,15 +383,14 @@ fn client_credentials(
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
+        && let Some((id, secret)) = basic.split_once(':')
     {
-        if let Some((id, secret)) = basic.split_once(':') {
-            let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-            };
-            return (decode(id), decode(secret));
-        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+        };
+        return (decode(id), decode(secret));
     }
     (
         form.get("client_id").cloned(),

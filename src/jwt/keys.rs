@@ -78,11 +78,12 @@ impl JwksCache {
             Some(key) if fresh => Ok(key),
             Some(key) => {
                 // Stale: one request refreshes, the others keep using what we have.
-                if let Ok(_guard) = set.fetching.try_lock() {
-                    if set.may_fetch(self.min_refetch) && self.fetch(&set).await.is_ok() {
-                        // A refreshed set that dropped this kid means the key was retired.
-                        return set.lookup(kid, self.max_age).0.ok_or(JwtError::UnknownKey);
-                    }
+                if let Ok(_guard) = set.fetching.try_lock()
+                    && set.may_fetch(self.min_refetch)
+                    && self.fetch(&set).await.is_ok()
+                {
+                    // A refreshed set that dropped this kid means the key was retired.
+                    return set.lookup(kid, self.max_age).0.ok_or(JwtError::UnknownKey);
                 }
                 Ok(key)
             }

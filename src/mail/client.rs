@@ -130,10 +130,10 @@ impl MailClient {
                 .header(ACCEPT, "application/json")
                 .header("client-request-id", &client_request_id)
                 .header("return-client-request-id", "true");
-            if let Ok(anchor) = HeaderValue::from_str(mailbox) {
-                if !mailbox.is_empty() {
-                    request = request.header("X-AnchorMailbox", anchor);
-                }
+            if let Ok(anchor) = HeaderValue::from_str(mailbox)
+                && !mailbox.is_empty()
+            {
+                request = request.header("X-AnchorMailbox", anchor);
             }
             let response = match request.send().await {
                 Ok(r) => r,
@@ -227,7 +227,7 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
 /// An HTTP-date or garbage gives `None`.
 pub fn parse_retry_after(value: &str) -> Option<f64> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 86_400.0).then_some(secs)
+    (0.0..86_400.0).contains(&secs).then_some(secs)
 }
 
 #[cfg(test)]

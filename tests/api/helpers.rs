@@ -1,0 +1,279 @@
+//! Spawning the app, a mock identity platform, and a browser-like client.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use outlook_inbox::jwt::signer::RsaSigner;
+use outlook_inbox::settings::Settings;
+use outlook_inbox::startup::{AppState, Application};
+use reqwest::header::LOCATION;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const CLIENT_ID: &str = "6cb04018-a3f5-46a7-b995-940c78f5aef3";
+pub const CLIENT_SECRET: &str = "test-only-secret";
+pub const TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub state: actix_web::web::Data<AppState>,
+}
+
+/// A client that keeps cookies and does not follow redirects, like a careful browser test.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+pub fn settings(vars: &[(&str, &str)]) -> Settings {
+    let mut map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    map.entry("BIND".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
+    let mut s = Settings::from_lookup(|k| map.get(k).cloned()).unwrap();
+    s.upstream_timeout = Duration::from_secs(2);
+    s
+}
+
+/// The app in demo mode (the embedded stand-in services).
+pub async fn spawn_app() -> TestApp {
+    spawn_with(settings(&[])).await
+}
+
+pub async fn spawn_with(settings: Settings) -> TestApp {
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: browser(),
+        state,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.address, path)
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Starts a sign-in and returns the authorization URL it redirects to.
+    pub async fn start_sign_in(&self) -> url::Url {
+        let r = self.get("/signin").await;
+        assert_eq!(r.status(), 302);
+        url::Url::parse(&location(&r)).unwrap()
+    }
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+pub fn query(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub async fn body(r: reqwest::Response) -> String {
+    r.text().await.unwrap()
+}
+
+/// A JWKS endpoint whose keys can be changed mid-test and whose hits are counted.
+#[derive(Clone)]
+pub struct KeysEndpoint {
+    pub keys: Arc<Mutex<Value>>,
+    pub hits: Arc<AtomicUsize>,
+    /// When set, answers this status with a garbage body.
+    pub broken: Arc<Mutex<Option<u16>>>,
+}
+
+impl Respond for KeysEndpoint {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        if let Some(status) = *self.broken.lock().unwrap() {
+            return ResponseTemplate::new(status).set_body_string("<html>gateway error</html>");
+        }
+        ResponseTemplate::new(200).set_body_json(self.keys.lock().unwrap().clone())
+    }
+}
+
+impl KeysEndpoint {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+    pub fn publish(&self, signers: &[&RsaSigner]) {
+        *self.keys.lock().unwrap() =
+            json!({ "keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>() });
+    }
+}
+
+/// A mock Microsoft identity platform (and mail API) on its own port.
+pub struct MockIdp {
+    pub server: MockServer,
+    pub signer: RsaSigner,
+    pub keys: KeysEndpoint,
+}
+
+impl MockIdp {
+    pub async fn start() -> Self {
+        let server = MockServer::start().await;
+        let signer = RsaSigner::generate("key-1").unwrap();
+        let uri = server.uri();
+        Mock::given(method("GET"))
+            .and(path("/common/v2.0/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "issuer": format!("{uri}/{{tenantid}}/v2.0"),
+                "authorization_endpoint": format!("{uri}/common/oauth2/v2.0/authorize"),
+                "token_endpoint": format!("{uri}/common/oauth2/v2.0/token"),
+                "jwks_uri": format!("{uri}/common/discovery/v2.0/keys"),
+                "end_session_endpoint": format!("{uri}/common/oauth2/v2.0/logout"),
+                "id_token_signing_alg_values_supported": ["RS256"],
+            })))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/common/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "issuer": format!("{uri}/sts/{{tenantid}}/"),
+                "jwks_uri": format!("{uri}/common/discovery/keys"),
+            })))
+            .mount(&server)
+            .await;
+        let keys = KeysEndpoint {
+            keys: Arc::new(Mutex::new(json!({"keys": [signer.jwk()]}))),
+            hits: Arc::new(AtomicUsize::new(0)),
+            broken: Arc::new(Mutex::new(None)),
+        };
+        Mock::given(method("GET"))
+            .and(path("/common/discovery/v2.0/keys"))
+            .respond_with(keys.clone())
+            .mount(&server)
+            .await;
+        Self {
+            server,
+            signer,
+            keys,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    pub fn issuer(&self) -> String {
+        format!("{}/{TENANT}/v2.0", self.uri())
+    }
+
+    pub fn v1_issuer(&self) -> String {
+        format!("{}/sts/{TENANT}/", self.uri())
+    }
+
+    /// Settings for the app against this mock (a real registration, not demo mode).
+    pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
+        let authority = format!("{}/common", self.uri());
+        let mail = format!("{}/v1.0", self.uri());
+        let mut vars = vec![
+            ("CLIENT_ID", CLIENT_ID),
+            ("CLIENT_SECRET", CLIENT_SECRET),
+            ("AUTHORITY", authority.as_str()),
+            ("MAIL_API_URL", mail.as_str()),
+        ];
+        vars.extend_from_slice(extra);
+        settings(&vars)
+    }
+
+    /// Valid ID token claims for `nonce`.
+    pub fn id_claims(&self, nonce: &str) -> Value {
+        let now = now();
+        json!({
+            "ver": "2.0", "iss": self.issuer(), "sub": "AAAAAAAAAAAAAAAAAAAAAIkzqFVrSaSaFHy782bbtaQ",
+            "aud": CLIENT_ID, "exp": now + 3600, "iat": now, "nbf": now,
+            "name": "Abe <b>Lincoln</b>", "preferred_username": "AbeLi@contoso.com",
+            "oid": "00000000-0000-0000-66f3-3332eca7ea81", "tid": TENANT, "nonce": nonce,
+        })
+    }
+
+    /// Makes the token endpoint answer `body` (once per call).
+    pub async fn token_answers(&self, body: Value) {
+        Mock::given(method("POST"))
+            .and(path("/common/oauth2/v2.0/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .up_to_n_times(1)
+            .mount(&self.server)
+            .await;
+    }
+
+    /// Signs in through the app with an ID token made from the request's nonce.
+    pub async fn sign_in(
+        &self,
+        app: &TestApp,
+        id_token: impl FnOnce(&str) -> String,
+        token_fields: Value,
+    ) -> reqwest::Response {
+        let authorize = app.start_sign_in().await;
+        let state = query(&authorize, "state").unwrap();
+        let nonce = query(&authorize, "nonce").unwrap();
+        let mut answer = json!({
+            "token_type": "Bearer", "scope": "User.Read Mail.Read", "expires_in": 3599,
+            "ext_expires_in": 3599, "access_token": "eyJ0eXAiOiJKV1QiLCJub25jZSI6Im9wYXF1ZSJ9.access.token",
+            "refresh_token": "0.refresh", "id_token": id_token(&nonce),
+        });
+        for (k, v) in token_fields.as_object().cloned().unwrap_or_default() {
+            answer[k] = v;
+        }
+        self.token_answers(answer).await;
+        app.get(&format!(
+            "/gettoken?code=test-code&state={state}&session_state=x"
+        ))
+        .await
+    }
+
+    /// Signs in with a valid ID token and checks it worked.
+    pub async fn sign_in_ok(&self, app: &TestApp) {
+        let r = self
+            .sign_in(
+                app,
+                |nonce| self.signer.sign(&self.id_claims(nonce)).unwrap(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status(), 302, "{}", body(r).await);
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl TestApp {
+    /// Starts the silent sign-in that an expired token leads to.
+    pub async fn start_sign_in_silently(&self) -> url::Url {
+        let r = self.get("/signin?prompt=none").await;
+        assert_eq!(r.status(), 302);
+        url::Url::parse(&location(&r)).unwrap()
+    }
+}

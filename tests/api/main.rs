@@ -1,0 +1,9 @@
+//! One integration-test binary: the real app on port 0, driven over HTTP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod actions;
+mod demo_flow;
+mod helpers;
+mod id_token;
+mod mail;
