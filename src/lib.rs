@@ -12,5 +12,6 @@ pub mod pages;
 pub mod routes;
 pub mod session;
 pub mod settings;
+pub mod sharepoint;
 pub mod startup;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use time::OffsetDateTime;
 
 use crate::mail::model::{iso_time, readable_time};
 use crate::mail::{Message, Profile};
+use crate::sharepoint::SharePointUser;
 
 /// What every page's frame needs: the demo banner and who is signed in.
 #[derive(Clone, Default)]
@@ -29,6 +30,7 @@ pub struct Person {
     pub profile: Option<Profile>,
     /// Shown where the job title would be when `/me` failed.
     pub profile_note: Option<String>,
+    pub sharepoint: Option<SharePointUser>,
 }
 
 impl Person {
@@ -40,6 +42,24 @@ impl Person {
             .as_ref()
             .and_then(|p| p.display_name.as_deref())
             .unwrap_or(&self.name)
+    }
+    pub fn sharepoint_title(&self) -> Option<&str> {
+        match &self.sharepoint {
+            Some(SharePointUser::Found { title, .. }) => Some(title),
+            _ => None,
+        }
+    }
+    pub fn sharepoint_email(&self) -> Option<&str> {
+        match &self.sharepoint {
+            Some(SharePointUser::Found { email, .. }) => email.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn sharepoint_note(&self) -> Option<&str> {
+        match &self.sharepoint {
+            Some(SharePointUser::Unavailable { reason }) => Some(reason),
+            _ => None,
+        }
     }
     pub fn initials(&self) -> String {
         self.display_name()

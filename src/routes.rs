@@ -13,6 +13,7 @@ pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResp
     let person = match session.user() {
         None => None,
         Some(user) if user.expired(now()) => Some(Person {
+            sharepoint: user.sharepoint,
             name: user.name,
             email: user.email,
             profile: None,
@@ -34,6 +35,7 @@ pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResp
                 ),
             };
             Some(Person {
+                sharepoint: user.sharepoint,
                 name: user.name,
                 email: user.email,
                 profile,

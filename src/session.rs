@@ -40,6 +40,9 @@ pub struct SignedInUser {
     pub access_token: String,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The SharePoint title (or why not), when `SHAREPOINT_SITE` is set.
+    #[serde(default)]
+    pub sharepoint: Option<crate::sharepoint::SharePointUser>,
 }
 
 impl SignedInUser {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for SignedInUser {
             .field("email", &self.email)
             .field("access_token", &"[redacted]")
             .field("expires_at", &self.expires_at)
+            .field("sharepoint", &self.sharepoint)
             .finish()
     }
 }

@@ -389,6 +389,10 @@ impl Settings {
             };
             self.mail_api_url = Some(parse_base_url("MAIL_API_URL", &format!("{base}{path}"))?);
         }
+        if self.sharepoint_site.is_none() {
+            let site = format!("{base}/_demo/sharepoint/sites/team");
+            self.sharepoint_site = Some(parse_base_url("SHAREPOINT_SITE", &site)?);
+        }
         Ok(())
     }
 }

@@ -4,10 +4,12 @@ use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
+use crate::auth::oidc::{Discovered, OidcError};
 use crate::error::AppError;
 use crate::jwt::id_token::{IdTokenRules, verify_id_token};
 use crate::session::{PendingSignIn, SignedInUser, TypedSession, now};
 use crate::settings::SessionStore;
+use crate::sharepoint::{self, SharePointUser};
 use crate::startup::{AppState, COOKIE_NAME};
 
 /// Redirects with 302 Found.
@@ -147,12 +149,17 @@ async fn finish_sign_in(
     .await?;
 
     use oauth2::TokenResponse as _;
+    let sharepoint = match &state.settings.sharepoint_site {
+        None => None,
+        Some(site) => Some(sharepoint_user(state, &discovered, site, tokens.refresh_token()).await),
+    };
     let email = claims.email().unwrap_or_default().to_owned();
     let user = SignedInUser {
         name: claims.name.clone().unwrap_or_else(|| email.clone()),
         email,
         access_token: tokens.access_token().secret().clone(),
         expires_at: now() + tokens.expires_in().map_or(3600, |d| d.as_secs() as i64),
+        sharepoint,
     };
     session.sign_in(
         &user,
@@ -161,6 +168,44 @@ async fn finish_sign_in(
     )?;
     tracing::info!(oid = ?claims.oid, tid = ?claims.tid, "signed in");
     Ok("/mail")
+}
+
+/// Redeems the refresh token for a SharePoint token (one resource per token on
+/// the v2.0 endpoint) and reads the site's current user. The SharePoint token
+/// is used once and dropped; failures become a one-line reason.
+async fn sharepoint_user(
+    state: &AppState,
+    discovered: &Discovered,
+    site: &url::Url,
+    refresh_token: Option<&oauth2::RefreshToken>,
+) -> SharePointUser {
+    use oauth2::TokenResponse as _;
+    let Some(refresh_token) = refresh_token else {
+        return SharePointUser::Unavailable {
+            reason: "No refresh token was issued, so no SharePoint token could be requested (add offline_access to SCOPES).".into(),
+        };
+    };
+    match state
+        .provider
+        .refresh(
+            discovered,
+            refresh_token.secret(),
+            &[sharepoint::scope_for(site)],
+        )
+        .await
+    {
+        Ok(tokens) => {
+            sharepoint::current_user(&state.http, site, tokens.access_token().secret()).await
+        }
+        Err(OidcError::Refused { error, .. }) => {
+            tracing::info!(%error, "the SharePoint token was refused");
+            sharepoint::token_refused(&error)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SharePoint token");
+            sharepoint::token_refused("")
+        }
+    }
 }
 
 /// Clears the session and signs out at the provider (RP-initiated logout).

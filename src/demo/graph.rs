@@ -52,21 +52,23 @@ fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str)
 
 /// Verifies the bearer token as the real API would: our key, our audience, not expired.
 fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
+    let audience = if outlook(req) {
+        "https://outlook.office.com".to_owned()
+    } else if req.path().starts_with("/_demo/sharepoint/") {
+        d.internal_base.clone()
+    } else {
+        "https://graph.microsoft.com".to_owned()
+    };
     let token = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let audience = if outlook(req) {
-        "https://outlook.office.com"
-    } else {
-        "https://graph.microsoft.com"
-    };
     let (n, e) = d.signer.public_components();
     let key = DecodingKey::from_rsa_raw_components(&n, &e);
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = 0;
-    validation.set_audience(&[audience]);
+    validation.set_audience(&[audience.as_str()]);
     validation.required_spec_claims = HashSet::from(["exp".to_owned(), "aud".to_owned()]);
     let person = token
         .and_then(|t| jsonwebtoken::decode::<AccessClaims>(t, &key, &validation).ok())
@@ -185,4 +187,37 @@ fn render(m: &DemoMessage, pascal: bool) -> Value {
             "from": from.map(|(n, a)| json!({"emailAddress": {"name": n, "address": a}})),
         })
     }
+}
+
+/// SharePoint's `/_api/web/currentuser`, for a token whose audience is this host.
+pub(super) async fn sharepoint_user(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let Some(d) = state.demo.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let person = match caller(d, &req) {
+        Ok(p) => &PEOPLE[p],
+        Err(_) => {
+            return HttpResponse::Unauthorized().json(json!({
+                "error_description": "Invalid issuer or signature."
+            }));
+        }
+    };
+    let wants_json = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if !wants_json {
+        // SharePoint answers Atom XML by default; the app must ask for JSON.
+        return HttpResponse::Ok()
+            .content_type("application/atom+xml")
+            .body("<entry/>");
+    }
+    HttpResponse::Ok().json(json!({
+        "Id": 11, "IsHiddenInUI": false,
+        "LoginName": format!("i:0#.f|membership|{}", person.upn.to_lowercase()),
+        "Title": person.name, "PrincipalType": 1, "Email": person.upn,
+        "IsSiteAdmin": person.job_title.is_none(),
+        "UserPrincipalName": person.upn.to_lowercase(),
+    }))
 }

@@ -491,16 +491,18 @@ pub(super) async fn token(
     }
 }
 
-/// The audience an access token for `scope` is for.
-fn resource_of(scope: &str) -> &'static str {
-    if scope
-        .split(' ')
-        .any(|s| s.starts_with("https://outlook.office.com/"))
-    {
-        "https://outlook.office.com"
-    } else {
-        "https://graph.microsoft.com"
+/// The audience an access token for `scope` is for: Outlook, a SharePoint
+/// host (`https://{host}/AllSites.Read`), or Graph.
+fn resource_of(scope: &str) -> String {
+    for s in scope.split(' ') {
+        if s.starts_with("https://outlook.office.com/") {
+            return "https://outlook.office.com".into();
+        }
+        if let Some(host) = s.strip_suffix("/AllSites.Read") {
+            return host.to_owned();
+        }
     }
+    "https://graph.microsoft.com".into()
 }
 
 fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {

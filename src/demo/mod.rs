@@ -113,6 +113,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/outlook/api/v2.0/me", web::get().to(graph::me))
             .route(
+                "/sharepoint/sites/team/_api/web/currentuser",
+                web::get().to(graph::sharepoint_user),
+            )
+            .route(
                 "/outlook/api/v2.0/me/mailfolders/{folder}/messages",
                 web::get().to(graph::messages),
             )

@@ -7,3 +7,4 @@ mod demo_flow;
 mod helpers;
 mod id_token;
 mod mail;
+mod sharepoint;

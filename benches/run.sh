@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Load benchmarks against release builds, on loopback only. Not part of CI.
+#
+#   benches/run.sh            # both: /mail and /api/expense
+#
+# Needs wrk and curl (apt-get install -y wrk curl). Starts a local stand-in for
+# the identity platform and Graph (examples/bench_standin.rs) and the app, both
+# release builds, and prints the figures the issues ask for.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STANDIN=127.0.0.1:18081
+APP=127.0.0.1:18080
+DURATION=${DURATION:-10s}
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+
+cargo build --release --quiet --bin outlook-inbox --example bench_standin
+work=$(mktemp -d)
+cleanup() { kill "${app_pid:-}" "${standin_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
+standin_pid=$!
+CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
+AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
+BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
+RUST_LOG=warn ./target/release/outlook-inbox >"$work/app.log" 2>&1 &
+app_pid=$!
+for _ in $(seq 50); do curl -sf "http://$APP/healthz" >/dev/null && curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
+
+workers=$(nproc)
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "app workers: $workers"
+
+# Sign in once through the real flow (the stand-in redirects straight back).
+curl -s -L -c "$work/jar" -b "$work/jar" -o /dev/null "http://$APP/signin"
+cookie=$(awk '$6=="inbox_session"{print $7}' "$work/jar")
+[ -n "$cookie" ] || { echo "sign-in failed" >&2; cat "$work/app.log"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: inbox_session=$cookie" "http://$APP/mail")" = 200 ]
+
+median() { awk '/^ +50%/{print $2}' "$1"; }
+requests() { awk '/requests in/{print $1}' "$1"; }
+
+echo
+echo "== /mail overhead over the upstream call (1 connection, sequential)"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
+  "http://$STANDIN/v1.0/me/mailfolders/inbox/messages" >"$work/upstream.txt"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail.txt"
+echo "upstream alone: median $(median "$work/upstream.txt"), $(requests "$work/upstream.txt") requests"
+echo "/mail:          median $(median "$work/mail.txt"), $(requests "$work/mail.txt") requests"
+
+echo
+echo "== upstream connections opened by /mail load"
+before=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/')
+wrk -t2 -c"$workers" -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail_c.txt"
+# wrk's own connections to the stand-in above are counted too; only the delta matters.
+after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/')
+echo "-c$workers: $(requests "$work/mail_c.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_c.txt") req/s, median $(median "$work/mail_c.txt"); new upstream connections: $((after - before))"
+before=$after
+wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail_32.txt"
+after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/')
+echo "-c32: $(requests "$work/mail_32.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_32.txt") req/s, median $(median "$work/mail_32.txt"); new upstream connections: $((after - before))"
+echo "app resident memory after load: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
+
+echo
+echo "== POST /api/expense with a valid entra token"
+token=$(curl -s "http://$STANDIN/action-token?aud=api://auth-am-bench")
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
+fetches_before=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
+cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"expenseId":"EXP-1","action":"approve"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/actions.txt"
+fetches_after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
+grep -E "Requests/sec|requests in|50%|99%|Non-2xx" "$work/actions.txt" || true
+echo "key fetches during the run: $((fetches_after - fetches_before))"
+echo "app resident memory at the end: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
