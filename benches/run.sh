@@ -3,7 +3,7 @@
 #
 #   benches/run.sh            # both: /mail and /api/expense
 #
-# Needs wrk and curl (apt-get install -y wrk curl). Starts a local stand-in for
+# Needs wrk, ab and curl (apt-get install -y wrk apache2-utils curl). Starts a local stand-in for
 # the identity platform and Graph (examples/bench_standin.rs) and the app, both
 # release builds, and prints the figures the issues ask for.
 set -euo pipefail
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 STANDIN=127.0.0.1:18081
 APP=127.0.0.1:18080
 DURATION=${DURATION:-10s}
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+command -v wrk >/dev/null && command -v ab >/dev/null || { echo "needs wrk and ab: apt-get install -y wrk apache2-utils" >&2; exit 1; }
 
 cargo build --release --quiet --bin outlook-inbox --example bench_standin
 work=$(mktemp -d)
@@ -21,12 +21,13 @@ trap cleanup EXIT
 
 ./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
 standin_pid=$!
+for _ in $(seq 100); do curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
 CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
 AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
 BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
 RUST_LOG=warn ./target/release/outlook-inbox >"$work/app.log" 2>&1 &
 app_pid=$!
-for _ in $(seq 50); do curl -sf "http://$APP/healthz" >/dev/null && curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
 
 workers=$(nproc)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -38,6 +39,10 @@ cookie=$(awk '$6=="inbox_session"{print $7}' "$work/jar")
 [ -n "$cookie" ] || { echo "sign-in failed" >&2; cat "$work/app.log"; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: inbox_session=$cookie" "http://$APP/mail")" = 200 ]
 
+# Connections the stand-in has accepted so far, counting the one this /stats request came on.
+connections() { curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/'; }
+# Connections opened between two readings, less the one the second reading itself came on.
+opened() { echo $(( $2 - $1 - 1 )); }
 median() { awk '/^ +50%/{print $2}' "$1"; }
 requests() { awk '/requests in/{print $1}' "$1"; }
 
@@ -51,15 +56,14 @@ echo "/mail:          median $(median "$work/mail.txt"), $(requests "$work/mail.
 
 echo
 echo "== upstream connections opened by /mail load"
-before=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/')
-wrk -t2 -c"$workers" -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail_c.txt"
-# wrk's own connections to the stand-in above are counted too; only the delta matters.
-after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/')
-echo "-c$workers: $(requests "$work/mail_c.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_c.txt") req/s, median $(median "$work/mail_c.txt"); new upstream connections: $((after - before))"
-before=$after
+before=$(connections)
+ab -q -n 10000 -c "$workers" -C "inbox_session=$cookie" "http://$APP/mail" >"$work/ab.txt"
+after=$(connections)
+echo "10,000 requests at concurrency $workers (ab): $(awk '/Complete requests/{print $3}' "$work/ab.txt") complete, $(awk '/Failed requests/{print $3}' "$work/ab.txt") failed, $(awk '/Requests per second/{print $4}' "$work/ab.txt") req/s; new upstream connections: $(opened "$before" "$after")"
+before=$(connections)
 wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail_32.txt"
-after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/')
-echo "-c32: $(requests "$work/mail_32.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_32.txt") req/s, median $(median "$work/mail_32.txt"); new upstream connections: $((after - before))"
+after=$(connections)
+echo "-c32: $(requests "$work/mail_32.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_32.txt") req/s, median $(median "$work/mail_32.txt"); new upstream connections: $(opened "$before" "$after")"
 echo "app resident memory after load: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
 
 echo

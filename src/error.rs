@@ -51,6 +51,8 @@ pub enum AppError {
     TokenUnusable(String),
     #[error("the ID token was rejected: {0}")]
     IdToken(#[from] JwtError),
+    #[error("the session store is unavailable")]
+    SessionStoreDown,
     #[error("the session does not fit in a cookie ({0} bytes)")]
     SessionTooBig(usize),
     #[error(transparent)]
@@ -164,6 +166,15 @@ impl AppError {
                 None,
                 None,
                 again,
+            ),
+            AppError::SessionStoreDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in is unavailable for now",
+                "We cannot reach the store that keeps sign-in sessions. Nothing is wrong with your account; please try again in a minute.",
+                None,
+                None,
+                None,
+                ("/", "Back to the home page"),
             ),
             AppError::SessionTooBig(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

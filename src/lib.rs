@@ -11,6 +11,7 @@ pub mod mail;
 pub mod pages;
 pub mod routes;
 pub mod session;
+pub mod session_store;
 pub mod settings;
 pub mod sharepoint;
 pub mod startup;

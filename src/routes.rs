@@ -3,13 +3,16 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
-use crate::error::html;
+use crate::error::{AppError, html};
 use crate::pages::{ErrorView, HomeView, Person};
 use crate::session::{TypedSession, now};
 use crate::settings::MailApi;
 use crate::startup::AppState;
 
 pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
+    if session.store_unavailable() {
+        return AppError::SessionStoreDown.render(state.chrome(&session));
+    }
     let person = match session.user() {
         None => None,
         Some(user) if user.expired(now()) => Some(Person {
@@ -56,7 +59,15 @@ pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResp
     )
 }
 
-pub async fn healthz() -> HttpResponse {
+/// `ok`, or 503 naming the failing dependency.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(redis) = &state.redis
+        && let Err(e) = redis.ping().await
+    {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("redis: {e}"));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .body("ok")

@@ -43,6 +43,9 @@ pub struct SignedInUser {
     /// The SharePoint title (or why not), when `SHAREPOINT_SITE` is set.
     #[serde(default)]
     pub sharepoint: Option<crate::sharepoint::SharePointUser>,
+    /// Kept only with the Redis store (never in a cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl SignedInUser {
@@ -60,6 +63,10 @@ impl std::fmt::Debug for SignedInUser {
             .field("access_token", &"[redacted]")
             .field("expires_at", &self.expires_at)
             .field("sharepoint", &self.sharepoint)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -125,6 +132,18 @@ impl TypedSession {
             self.0.remove(USER);
             let _ = self.0.insert(LOGIN_HINT, &user.email);
         }
+    }
+
+    /// Stores a changed user (after a token refresh) in the same session.
+    pub fn update_user(&self, user: &SignedInUser) -> Result<(), SessionError> {
+        self.0
+            .insert(USER, user)
+            .map_err(|e| SessionError::Write(e.to_string()))
+    }
+
+    /// True when the server-side store (Redis) could not be read for this request.
+    pub fn store_unavailable(&self) -> bool {
+        self.0.contains_key(crate::session_store::STORE_DOWN)
     }
 
     pub fn login_hint(&self) -> Option<String> {

@@ -1,6 +1,7 @@
 //! Builds the shared state and the HTTP server.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_session::SessionMiddleware;
@@ -13,12 +14,14 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpResponse, HttpServer, web};
 
 use crate::auth::oidc::Provider;
+use crate::auth::refresh::Refresher;
 use crate::demo::Demo;
 use crate::jwt::{JwksCache, Verifier};
 use crate::mail::MailClient;
 use crate::pages::Chrome;
 use crate::session::TypedSession;
-use crate::settings::{ConfigError, Settings};
+use crate::session_store::{Redis, Store};
+use crate::settings::{ConfigError, SessionStore, Settings};
 use crate::{actions, auth, demo, mail, routes};
 
 /// The session cookie's name.
@@ -36,9 +39,20 @@ pub struct AppState {
     pub verifier: Verifier,
     pub mail: MailClient,
     pub demo: Option<Demo>,
+    /// The shared session store, with `SESSION_STORE=redis`.
+    pub redis: Option<Arc<Redis>>,
+    pub refresher: Refresher,
 }
 
 impl AppState {
+    /// Whether the session store can be used now (always, for the cookie store).
+    pub async fn sessions_available(&self) -> bool {
+        match &self.redis {
+            None => true,
+            Some(r) => r.ping().await.is_ok(),
+        }
+    }
+
     /// The page frame for this request: demo banner and signed-in name.
     pub fn chrome(&self, session: &TypedSession) -> Chrome {
         Chrome {
@@ -119,7 +133,13 @@ impl Application {
         } else {
             None
         };
+        let redis = match settings.session_store {
+            SessionStore::Redis => Some(Arc::new(Redis::new(&settings.redis_url).await?)),
+            SessionStore::Cookie => None,
+        };
         let state = web::Data::new(AppState {
+            redis,
+            refresher: Refresher::default(),
             provider: Provider::new(&settings, &authority, http.clone()),
             verifier: Verifier::new(JwksCache::new(
                 http.clone(),
@@ -167,15 +187,20 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
         message: "is not a usable key".into(),
     })?;
     let demo = state.settings.demo;
+    let store = match &state.redis {
+        Some(r) => Store::Redis(r.clone()),
+        None => Store::Cookie(Arc::new(CookieSessionStore::default())),
+    };
     let server = HttpServer::new(move || {
         let https = state.settings.https();
-        let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+        let sessions = SessionMiddleware::builder(store.clone(), key.clone())
             .cookie_name(COOKIE_NAME.to_owned())
             .cookie_secure(https)
             .cookie_http_only(true)
             .cookie_same_site(SameSite::Lax)
             .cookie_content_security(CookieContentSecurity::Private)
-            .session_lifecycle(BrowserSession::default())
+            // A server-side record lives a working day; the cookie until the browser closes.
+            .session_lifecycle(BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)))
             .build();
         let security_headers = DefaultHeaders::new()
             .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

@@ -2,4 +2,5 @@
 //! with PKCE), the redirect URI, and sign-out.
 
 pub mod oidc;
+pub mod refresh;
 pub mod routes;

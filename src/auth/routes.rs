@@ -32,6 +32,9 @@ pub async fn signin(
     session: TypedSession,
     q: web::Query<SignInQuery>,
 ) -> HttpResponse {
+    if session.store_unavailable() || !state.sessions_available().await {
+        return AppError::SessionStoreDown.render(state.chrome(&session));
+    }
     let discovered = match state.provider.discovered().await {
         Ok(d) => d,
         Err(e) => return AppError::from(e).render(state.chrome(&session)),
@@ -93,6 +96,9 @@ async fn finish_sign_in(
     session: &TypedSession,
     q: Callback,
 ) -> Result<&'static str, AppError> {
+    if session.store_unavailable() {
+        return Err(AppError::SessionStoreDown);
+    }
     // Single use: whatever happens below, this pending sign-in is spent.
     let pending = session.take_pending();
     let state_matches = |p: &PendingSignIn| {
@@ -149,10 +155,18 @@ async fn finish_sign_in(
     .await?;
 
     use oauth2::TokenResponse as _;
+    let mut refresh_token = tokens.refresh_token().map(|t| t.secret().clone());
     let sharepoint = match &state.settings.sharepoint_site {
         None => None,
-        Some(site) => Some(sharepoint_user(state, &discovered, site, tokens.refresh_token()).await),
+        Some(site) => {
+            let (user, rotated) =
+                sharepoint_user(state, &discovered, site, refresh_token.as_deref()).await;
+            // Microsoft may rotate the refresh token on use: keep the newest.
+            refresh_token = rotated.or(refresh_token);
+            Some(user)
+        }
     };
+    let redis = state.settings.session_store == SessionStore::Redis;
     let email = claims.email().unwrap_or_default().to_owned();
     let user = SignedInUser {
         name: claims.name.clone().unwrap_or_else(|| email.clone()),
@@ -160,12 +174,10 @@ async fn finish_sign_in(
         access_token: tokens.access_token().secret().clone(),
         expires_at: now() + tokens.expires_in().map_or(3600, |d| d.as_secs() as i64),
         sharepoint,
+        // Only the server-side store keeps the refresh token; a cookie never does.
+        refresh_token: refresh_token.filter(|_| redis),
     };
-    session.sign_in(
-        &user,
-        state.settings.session_store == SessionStore::Cookie,
-        COOKIE_NAME,
-    )?;
+    session.sign_in(&user, !redis, COOKIE_NAME)?;
     tracing::info!(oid = ?claims.oid, tid = ?claims.tid, "signed in");
     Ok("/mail")
 }
@@ -177,33 +189,31 @@ async fn sharepoint_user(
     state: &AppState,
     discovered: &Discovered,
     site: &url::Url,
-    refresh_token: Option<&oauth2::RefreshToken>,
-) -> SharePointUser {
+    refresh_token: Option<&str>,
+) -> (SharePointUser, Option<String>) {
     use oauth2::TokenResponse as _;
     let Some(refresh_token) = refresh_token else {
-        return SharePointUser::Unavailable {
+        let user = SharePointUser::Unavailable {
             reason: "No refresh token was issued, so no SharePoint token could be requested (add offline_access to SCOPES).".into(),
         };
+        return (user, None);
     };
     match state
         .provider
-        .refresh(
-            discovered,
-            refresh_token.secret(),
-            &[sharepoint::scope_for(site)],
-        )
+        .refresh(discovered, refresh_token, &[sharepoint::scope_for(site)])
         .await
     {
-        Ok(tokens) => {
-            sharepoint::current_user(&state.http, site, tokens.access_token().secret()).await
-        }
+        Ok(tokens) => (
+            sharepoint::current_user(&state.http, site, tokens.access_token().secret()).await,
+            tokens.refresh_token().map(|t| t.secret().clone()),
+        ),
         Err(OidcError::Refused { error, .. }) => {
             tracing::info!(%error, "the SharePoint token was refused");
-            sharepoint::token_refused(&error)
+            (sharepoint::token_refused(&error), None)
         }
         Err(e) => {
             tracing::warn!(error = %e, "no SharePoint token");
-            sharepoint::token_refused("")
+            (sharepoint::token_refused(""), None)
         }
     }
 }

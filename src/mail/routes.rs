@@ -5,24 +5,35 @@ use actix_web::{HttpResponse, web};
 use time::OffsetDateTime;
 
 use super::MailError;
+use crate::auth::oidc::OidcError;
 use crate::auth::routes::redirect;
 use crate::error::{AppError, html};
 use crate::pages::{InboxView, MessageRow};
-use crate::session::{TypedSession, now};
+use crate::session::{SignedInUser, TypedSession, now};
 use crate::startup::AppState;
 
 /// Where an expired or refused access token sends the person: a silent
 /// sign-in first (`prompt=none` with the remembered `login_hint`).
 const SILENT_SIGN_IN: &str = "/signin?prompt=none";
 
+/// With a refresh token, an access token this close to expiry is renewed first.
+const REFRESH_MARGIN_SECS: i64 = 120;
+
 pub async fn inbox(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
+    if session.store_unavailable() {
+        return AppError::SessionStoreDown.render(state.chrome(&session));
+    }
     let Some(user) = session.user() else {
         return redirect("/");
     };
-    if user.expired(now()) {
-        session.expire_user();
-        return redirect(SILENT_SIGN_IN);
-    }
+    let user = match fresh_token(&state, &session, user).await {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            session.expire_user();
+            return redirect(SILENT_SIGN_IN);
+        }
+        Err(e) => return e.render(state.chrome(&session)),
+    };
     match state.mail.inbox(&user.access_token, &user.email).await {
         Ok(messages) => {
             let now = OffsetDateTime::now_utc();
@@ -41,5 +52,42 @@ pub async fn inbox(state: web::Data<AppState>, session: TypedSession) -> HttpRes
             redirect(SILENT_SIGN_IN)
         }
         Err(e) => AppError::Mail(e).render(state.chrome(&session)),
+    }
+}
+
+/// The user with a usable access token: as is, refreshed with the refresh
+/// token (Redis store; the new tokens are stored), or `None` when the person
+/// must sign in again (expired without a refresh token, or refresh refused).
+async fn fresh_token(
+    state: &AppState,
+    session: &TypedSession,
+    mut user: SignedInUser,
+) -> Result<Option<SignedInUser>, AppError> {
+    let now = now();
+    let Some(refresh_token) = user.refresh_token.clone() else {
+        return Ok((!user.expired(now)).then_some(user));
+    };
+    if user.expires_at - now > REFRESH_MARGIN_SECS {
+        return Ok(Some(user));
+    }
+    match state
+        .refresher
+        .refresh(&state.provider, &refresh_token, &state.settings.scopes)
+        .await
+    {
+        Ok(new) => {
+            user.access_token = new.access_token;
+            user.expires_at = new.expires_at;
+            if new.refresh_token.is_some() {
+                user.refresh_token = new.refresh_token;
+            }
+            session.update_user(&user)?;
+            Ok(Some(user))
+        }
+        Err(OidcError::Refused { error, .. }) => {
+            tracing::info!(%error, "the refresh token was refused; signing in again");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -7,4 +7,5 @@ mod demo_flow;
 mod helpers;
 mod id_token;
 mod mail;
+mod redis_store;
 mod sharepoint;
