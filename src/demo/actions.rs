@@ -12,7 +12,7 @@ use crate::actions::STATUS_HEADER;
 use crate::error::html;
 use crate::jwt::action_token::ACTIONS_APP_ID;
 use crate::pages::Chrome;
-use crate::session::now;
+use crate::session::{TypedSession, now};
 use crate::startup::AppState;
 
 pub const EXPENSE_ID: &str = "EXP-2026-1142";
@@ -42,14 +42,11 @@ pub(super) struct Press {
     person: Option<usize>,
 }
 
-fn view(d: &Demo, selected: usize, result: Option<ActionResult>) -> HttpResponse {
+fn view(d: &Demo, chrome: Chrome, selected: usize, result: Option<ActionResult>) -> HttpResponse {
     html(
         StatusCode::OK,
         &ActionsView {
-            chrome: Chrome {
-                demo: true,
-                user: None,
-            },
+            chrome,
             people: &PEOPLE,
             selected,
             legacy: d.legacy_actions,
@@ -58,14 +55,18 @@ fn view(d: &Demo, selected: usize, result: Option<ActionResult>) -> HttpResponse
     )
 }
 
-pub(super) async fn card(state: web::Data<AppState>) -> HttpResponse {
+pub(super) async fn card(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    view(d, 0, None)
+    view(d, state.chrome(&session), 0, None)
 }
 
-pub(super) async fn press(state: web::Data<AppState>, form: web::Form<Press>) -> HttpResponse {
+pub(super) async fn press(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: web::Form<Press>,
+) -> HttpResponse {
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
@@ -110,7 +111,7 @@ pub(super) async fn press(state: web::Data<AppState>, form: web::Form<Press>) ->
             card_status: None,
         },
     };
-    view(d, person, Some(result))
+    view(d, state.chrome(&session), person, Some(result))
 }
 
 /// Mints what the Actions service would send: Approve an Entra v1 access

@@ -1,0 +1,163 @@
+// A person's walk through outlook-inbox in demo mode, in headless Chromium from
+// Debian's packages, at a phone and a desktop width. It fails on any console
+// error, any 4xx/5xx page or asset, a missing element, or a serious or
+// critical accessibility violation (axe-core). Screenshots of every step go to
+// target/screenshots/.
+//
+//   npm --prefix e2e ci && npm --prefix e2e test
+//
+// The app binary is built by `cargo build` first (OUTLOOK_INBOX_BIN overrides it).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { chromium } from 'playwright-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const axeSource = readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const shots = join(root, 'target', 'screenshots');
+const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const binary = process.env.OUTLOOK_INBOX_BIN || join(root, 'target', 'debug', 'outlook-inbox');
+
+let app;
+let base;
+let browser;
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+before(async () => {
+  assert.ok(existsSync(binary), `the app binary is missing at ${binary}: run \`cargo build\` first`);
+  assert.ok(existsSync(chromiumPath), `Chromium is missing at ${chromiumPath}: apt-get install -y chromium`);
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  // A clean demo-mode environment: no registration, and a working directory
+  // with no .env above it (the app reads .env from the directory it starts in).
+  const env = { PATH: process.env.PATH, BIND: `127.0.0.1:${port}`, PUBLIC_URL: base, RUST_LOG: 'warn' };
+  const cwd = mkdtempSync(join(tmpdir(), 'outlook-inbox-e2e-'));
+  app = spawn(binary, [], { env, cwd, stdio: ['ignore', 'inherit', 'inherit'] });
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) break;
+    } catch { /* not up yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal((await fetch(`${base}/healthz`)).status, 200, 'the app did not start');
+  mkdirSync(shots, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  app?.kill();
+});
+
+/** Watches a page for console errors and failing responses. */
+function watch(page) {
+  const problems = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
+  });
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('response', (res) => {
+    if (res.status() >= 400) problems.push(`${res.status()} for ${res.url()}`);
+  });
+  page.on('requestfailed', (req) => problems.push(`request failed: ${req.url()} (${req.failure()?.errorText})`));
+  return problems;
+}
+
+/** Runs axe-core in the page; fails on serious or critical violations. */
+async function accessible(page, step) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(
+    bad.map((v) => `${v.impact} ${v.id}: ${v.help} — ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
+    [],
+    `accessibility violations on "${step}"`,
+  );
+}
+
+async function walk(width, height, label) {
+  const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1 });
+  const page = await context.newPage();
+  const problems = watch(page);
+  let n = 0;
+  const step = async (name) => {
+    n += 1;
+    await accessible(page, name);
+    await page.screenshot({ path: join(shots, `${label}-${String(n).padStart(2, '0')}-${name}.png`), fullPage: true });
+    assert.deepEqual(problems, [], `problems by "${name}"`);
+  };
+
+  await page.goto(`${base}/`);
+  await page.getByText('Demo mode.').waitFor();
+  await page.getByRole('heading', { level: 1 }).waitFor();
+  await step('home');
+
+  await page.getByRole('link', { name: 'Sign in with Microsoft' }).click();
+  await page.getByRole('heading', { name: 'Pick an account' }).waitFor();
+  await step('demo-sign-in');
+
+  await page.getByRole('button', { name: /Adele Vance/ }).click();
+  await page.waitForURL(`${base}/mail`);
+  const rows = page.locator('table.messages tbody tr');
+  assert.equal(await rows.count(), 10, 'the Inbox shows ten rows');
+  const times = await page.locator('table.messages tbody time').evaluateAll((ts) => ts.map((t) => t.getAttribute('datetime')));
+  assert.equal(times.length, 10);
+  assert.deepEqual([...times].sort().reverse(), times, 'newest first');
+  assert.match(await rows.first().innerText(), /Today \d\d:\d\d/);
+  await step('inbox');
+
+  await page.getByRole('link', { name: 'outlook-inbox' }).click();
+  await page.getByRole('heading', { name: 'Adele Vance' }).waitFor();
+  await page.getByText('Retail Manager').waitFor();
+  await step('home-signed-in');
+
+  await page.getByRole('link', { name: 'Try an Actionable Message card' }).click();
+  await page.getByRole('heading', { name: /Expense report/ }).waitFor();
+  await step('actions-card');
+
+  await page.getByRole('button', { name: 'Approve' }).click();
+  await page.locator('#action-status').waitFor();
+  assert.equal((await page.locator('#action-status').innerText()).trim(), '200 OK');
+  assert.equal((await page.locator('#card-action-status').innerText()).trim(), 'The expense was approved.');
+  await step('actions-approved');
+
+  await page.getByRole('link', { name: 'Sign out' }).first().click();
+  await page.waitForURL(`${base}/`);
+  await page.getByRole('link', { name: 'Sign in with Microsoft' }).waitFor();
+  await step('signed-out');
+
+  await context.close();
+}
+
+test('a person walks through the app on a phone (375×812)', async () => {
+  await walk(375, 812, 'phone');
+});
+
+test('a person walks through the app on a desktop (1280×800)', async () => {
+  await walk(1280, 800, 'desktop');
+});
