@@ -3,7 +3,7 @@
 #
 #   benches/run.sh            # both: /mail and /api/expense
 #
-# Needs wrk, ab and curl (apt-get install -y wrk apache2-utils curl). Starts a local stand-in for
+# Needs wrk, ab, redis-server and curl (apt-get install -y wrk apache2-utils redis-server curl). Starts a local stand-in for
 # the identity platform and Graph (examples/bench_standin.rs) and the app, both
 # release builds, and prints the figures the issues ask for.
 set -euo pipefail
@@ -11,12 +11,15 @@ cd "$(dirname "$0")/.."
 
 STANDIN=127.0.0.1:18081
 APP=127.0.0.1:18080
+APP_REDIS=127.0.0.1:18082
+REDIS_PORT=18083
 DURATION=${DURATION:-10s}
-command -v wrk >/dev/null && command -v ab >/dev/null || { echo "needs wrk and ab: apt-get install -y wrk apache2-utils" >&2; exit 1; }
+command -v wrk >/dev/null && command -v ab >/dev/null && command -v redis-server >/dev/null ||
+  { echo "needs wrk, ab and redis-server: apt-get install -y wrk apache2-utils redis-server" >&2; exit 1; }
 
 cargo build --release --quiet --bin outlook-inbox --example bench_standin
 work=$(mktemp -d)
-cleanup() { kill "${app_pid:-}" "${standin_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { kill "${app_pid:-}" "${redis_app_pid:-}" "${standin_pid:-}" "${redis_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 ./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
@@ -82,3 +85,23 @@ fetches_after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-
 grep -E "Requests/sec|requests in|50%|99%|Non-2xx" "$work/actions.txt" || true
 echo "key fetches during the run: $((fetches_after - fetches_before))"
 echo "app resident memory at the end: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
+
+echo
+echo "== /mail with the Redis session store beside the cookie store (-t2 -c32)"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+redis_pid=$!
+CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
+AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
+BIND="$APP_REDIS" PUBLIC_URL="http://$APP_REDIS" SESSION_STORE=redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+RUST_LOG=warn ./target/release/outlook-inbox >"$work/app_redis.log" 2>&1 &
+redis_app_pid=$!
+for _ in $(seq 100); do curl -sf "http://$APP_REDIS/healthz" >/dev/null && break; sleep 0.1; done
+curl -s -L -c "$work/jar2" -b "$work/jar2" -o /dev/null "http://$APP_REDIS/signin"
+redis_cookie=$(awk '$6=="inbox_session"{print $7}' "$work/jar2")
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: inbox_session=$redis_cookie" "http://$APP_REDIS/mail")" = 200 ]
+echo "cookie value: ${#cookie} bytes with the cookie store, ${#redis_cookie} bytes with Redis"
+for store in cookie redis; do
+  if [ $store = cookie ]; then target="http://$APP/mail"; c=$cookie; else target="http://$APP_REDIS/mail"; c=$redis_cookie; fi
+  wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$c" "$target" >"$work/store_$store.txt"
+  echo "$store store: $(awk '/Requests\/sec/{print $2}' "$work/store_$store.txt") req/s, median $(median "$work/store_$store.txt"), $(grep -c 'Non-2xx' "$work/store_$store.txt") non-2xx lines"
+done
