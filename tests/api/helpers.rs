@@ -366,3 +366,43 @@ pub async fn eventually(app: &TestApp, path: &str, status: u16) -> bool {
     }
     false
 }
+
+/// Walks the demo authorize page as a person would and returns the callback URL.
+pub async fn pick_person(app: &TestApp, person: usize) -> String {
+    let authorize = app.start_sign_in().await;
+    let page = body(app.client.get(authorize.as_str()).send().await.unwrap()).await;
+    assert!(page.contains("Pick an account"));
+    let mut form: Vec<(String, String)> = Vec::new();
+    for input in page.split("<input type=\"hidden\" ").skip(1) {
+        let attr = |name: &str| {
+            let start = input.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            let end = start + input[start..].find('"').unwrap();
+            html_unescape(&input[start..end])
+        };
+        form.push((attr("name"), attr("value")));
+    }
+    form.push(("choice".into(), person.to_string()));
+    let r = app
+        .client
+        .post(authorize.as_str())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    location(&r)
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+        .replace("&amp;", "&")
+}
+
+pub async fn sign_in_as(app: &TestApp, person: usize) {
+    let callback = pick_person(app, person).await;
+    let r = app.get(&callback).await;
+    assert_eq!(r.status(), 302, "{}", body(r).await);
+}

@@ -267,22 +267,7 @@ async fn demo_mode_works_with_the_redis_store() {
         ("REDIS_URL", url.as_str()),
     ]))
     .await;
-    let authorize = app.start_sign_in().await;
-    let mut form: Vec<(String, String)> = authorize
-        .query_pairs()
-        .filter(|(k, _)| k != "response_mode")
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    form.push(("choice".into(), "0".into()));
-    let r = app
-        .client
-        .post(authorize.as_str())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let r = app.get(&location(&r)).await;
-    assert_eq!(r.status(), 302, "{}", body(r).await);
+    sign_in_as(&app, 0).await;
     let page = body(app.get("/mail").await).await;
     assert!(page.contains("Q4 budget review"), "{page}");
 }

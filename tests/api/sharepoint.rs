@@ -156,31 +156,7 @@ async fn a_hung_sharepoint_is_explained() {
 #[tokio::test]
 async fn demo_mode_shows_the_sharepoint_title_out_of_the_box() {
     let app = spawn_app().await;
-    let authorize = app.start_sign_in().await;
-    let mut form: Vec<(&str, String)> = authorize
-        .query_pairs()
-        .filter(|(k, _)| k != "response_mode")
-        .map(|(k, v)| match k.as_ref() {
-            "client_id" => ("client_id", v.into_owned()),
-            "response_type" => ("response_type", v.into_owned()),
-            "redirect_uri" => ("redirect_uri", v.into_owned()),
-            "scope" => ("scope", v.into_owned()),
-            "state" => ("state", v.into_owned()),
-            "nonce" => ("nonce", v.into_owned()),
-            "code_challenge" => ("code_challenge", v.into_owned()),
-            _ => ("code_challenge_method", v.into_owned()),
-        })
-        .collect();
-    form.push(("choice", "1".into()));
-    let r = app
-        .client
-        .post(authorize.as_str())
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    let r = app.get(&location(&r)).await;
-    assert_eq!(r.status(), 302);
+    sign_in_as(&app, 1).await;
     let page = body(app.get("/").await).await;
     assert!(page.contains("On SharePoint"));
     assert!(page.contains("Alex Wilber"));
