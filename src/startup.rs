@@ -234,6 +234,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .route("/api/expense", web::post().to(actions::expense))
             .route("/static/site.css", web::get().to(stylesheet))
             .route("/static/icon.svg", web::get().to(icon))
+            .route("/static/local-time.js", web::get().to(local_time))
             .configure(|cfg| {
                 if demo {
                     demo::configure(cfg);
@@ -249,6 +250,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
 
 const SITE_CSS: &str = include_str!("../static/site.css");
 const ICON_SVG: &str = include_str!("../static/icon.svg");
+const LOCAL_TIME_JS: &str = include_str!("../static/local-time.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -266,4 +268,8 @@ async fn stylesheet() -> HttpResponse {
 
 async fn icon() -> HttpResponse {
     asset("image/svg+xml", ICON_SVG)
+}
+
+async fn local_time() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", LOCAL_TIME_JS)
 }

@@ -106,6 +106,50 @@ async fn every_page_carries_the_demo_banner() {
 }
 
 #[tokio::test]
+async fn pages_carry_security_headers_and_are_not_cached() {
+    let app = spawn_app().await;
+    sign_in_as(&app, 0).await;
+    for p in ["/", "/mail", "/no/such/page"] {
+        let r = app.get(p).await;
+        let h = r.headers();
+        let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{p}"
+        );
+        assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{p}");
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff", "{p}");
+        assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer", "{p}");
+        assert_eq!(h.get("cache-control").unwrap(), "no-store", "{p}");
+        assert!(
+            h.get("content-type")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{p}"
+        );
+    }
+    for asset in [
+        "/static/site.css",
+        "/static/icon.svg",
+        "/static/local-time.js",
+    ] {
+        let r = app.get(asset).await;
+        assert_eq!(r.status(), 200, "{asset}");
+        assert!(
+            r.headers()
+                .get("cache-control")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .contains("max-age"),
+            "{asset}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn signed_out_mail_redirects_home() {
     let app = spawn_app().await;
     let r = app.get("/mail").await;
