@@ -143,6 +143,9 @@ fn bad(variable: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The retired EAT key set (legacy scheme), unless `ACTION_KEYS_URL` says otherwise.
+pub const DEFAULT_ACTION_KEYS_URL: &str = "https://substrate.office.com/sts/common/discovery/keys";
+
 /// The client id the demo stand-in registers for the app.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e0";
 
@@ -307,8 +310,7 @@ impl Settings {
             var("ACTION_ISSUER").unwrap_or_else(|| "https://substrate.office.com/sts/".into());
         let action_keys_url = parse_url(
             "ACTION_KEYS_URL",
-            &var("ACTION_KEYS_URL")
-                .unwrap_or_else(|| "https://substrate.office.com/sts/common/discovery/keys".into()),
+            &var("ACTION_KEYS_URL").unwrap_or_else(|| DEFAULT_ACTION_KEYS_URL.into()),
         )?;
 
         let action_tenants = var("ACTION_TENANTS").map(|v| list(&v)).unwrap_or_default();
@@ -392,6 +394,11 @@ impl Settings {
         if self.sharepoint_site.is_none() {
             let site = format!("{base}/_demo/sharepoint/sites/team");
             self.sharepoint_site = Some(parse_base_url("SHAREPOINT_SITE", &site)?);
+        }
+        // The legacy scheme in demo mode checks tokens against the demo's own keys.
+        if self.action_keys_url.as_str() == DEFAULT_ACTION_KEYS_URL {
+            let keys = format!("{base}/_demo/common/discovery/v2.0/keys");
+            self.action_keys_url = parse_url("ACTION_KEYS_URL", &keys)?;
         }
         Ok(())
     }

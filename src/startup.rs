@@ -108,15 +108,6 @@ impl Application {
         }
         if settings.demo {
             settings.use_demo_services(&internal_base)?;
-            if settings.action_keys_url.as_str()
-                == "https://substrate.office.com/sts/common/discovery/keys"
-            {
-                settings.action_keys_url = url::Url::parse(&Demo::keys_url(&internal_base))
-                    .map_err(|e| ConfigError {
-                        variable: "ACTION_KEYS_URL",
-                        message: e.to_string(),
-                    })?;
-            }
         }
 
         let http = crate::http::client(settings.upstream_timeout)?;

@@ -93,11 +93,6 @@ impl Demo {
     pub fn v1_issuer_template(&self) -> String {
         format!("{}/_demo/sts/{{tenantid}}/", self.public_base)
     }
-
-    /// The demo key set URL, for the legacy action scheme in demo mode.
-    pub fn keys_url(internal_base: &str) -> String {
-        format!("{internal_base}/_demo/common/discovery/v2.0/keys")
-    }
 }
 
 /// Registers the stand-in services under `/_demo`.

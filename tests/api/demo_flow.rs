@@ -397,3 +397,23 @@ async fn the_demo_actions_card_approves_and_shows_a_forgery_refused() {
     let page = body(press("forged").await.unwrap()).await;
     assert!(page.contains("401 Unauthorized"), "{page}");
 }
+
+#[tokio::test]
+async fn the_demo_card_works_with_the_legacy_scheme_too() {
+    let app = spawn_with(settings(&[
+        ("ACTION_TOKEN", "legacy"),
+        ("ACTION_SENDERS", "expenses@contoso.com"),
+    ]))
+    .await;
+    let page = body(
+        app.client
+            .post(app.url("/_demo/actions"))
+            .form(&[("button", "approve"), ("person", "0")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(page.contains("legacy EAT token"), "{page}");
+    assert!(page.contains("The expense was approved."), "{page}");
+}
