@@ -250,14 +250,19 @@ impl MockIdp {
     }
 
     /// Signs in with a valid ID token and checks it worked.
+    /// Signs in with a valid ID token; `token_fields` change the token endpoint's answer.
+    pub async fn sign_in_valid(&self, app: &TestApp, token_fields: Value) -> reqwest::Response {
+        self.sign_in(
+            app,
+            |nonce| self.signer.sign(&self.id_claims(nonce)).unwrap(),
+            token_fields,
+        )
+        .await
+    }
+
+    /// Signs in with a valid ID token and checks it worked.
     pub async fn sign_in_ok(&self, app: &TestApp) {
-        let r = self
-            .sign_in(
-                app,
-                |nonce| self.signer.sign(&self.id_claims(nonce)).unwrap(),
-                json!({}),
-            )
-            .await;
+        let r = self.sign_in_valid(app, json!({})).await;
         assert_eq!(r.status(), 302, "{}", body(r).await);
     }
 }

@@ -57,13 +57,7 @@ async fn a_valid_id_token_signs_in() {
 async fn a_token_answer_with_expires_in_as_a_string_is_accepted() {
     let idp = MockIdp::start().await;
     let app = spawn_with(idp.settings(&[])).await;
-    let r = idp
-        .sign_in(
-            &app,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({"expires_in": "3599"}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&app, json!({"expires_in": "3599"})).await;
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), "/mail");
 }

@@ -138,13 +138,7 @@ async fn an_expired_access_token_tries_silently_then_interactively() {
     let idp = MockIdp::start().await;
     let app = spawn_with(idp.settings(&[])).await;
     // A token that is already inside the one-minute safety margin.
-    let r = idp
-        .sign_in(
-            &app,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({"expires_in": "30"}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&app, json!({"expires_in": "30"})).await;
     assert_eq!(r.status(), 302);
     let r = app.get("/mail").await;
     assert_eq!(location(&r), "/signin?prompt=none");
@@ -275,13 +269,7 @@ async fn a_token_too_big_for_a_cookie_gets_a_page_naming_the_redis_store() {
     let idp = MockIdp::start().await;
     let app = spawn_with(idp.settings(&[])).await;
     let big = format!("eyJ0eXAiOiJKV1QifQ.{}.sig", "A".repeat(4500));
-    let r = idp
-        .sign_in(
-            &app,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({"access_token": big}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&app, json!({"access_token": big})).await;
     assert_eq!(r.status(), 413);
     for cookie in r.headers().get_all("set-cookie") {
         assert!(cookie.len() < 4096);

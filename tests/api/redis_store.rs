@@ -47,13 +47,7 @@ async fn a_6_kb_access_token_signs_in_and_the_cookie_holds_only_an_id() {
     let idp = MockIdp::start().await;
     let app = spawn_with(redis_settings(&idp, &url)).await;
     let big = format!("eyJ0eXAiOiJKV1QifQ.{}.sig", "B".repeat(6 * 1024));
-    let r = idp
-        .sign_in(
-            &app,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({"access_token": big}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&app, json!({"access_token": big})).await;
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), "/mail");
     let cookie = session_cookie(&r).unwrap();
@@ -78,13 +72,7 @@ async fn two_instances_share_a_session_and_sign_out_on_one_revokes_on_the_other(
     )
     .await;
 
-    let r = idp
-        .sign_in(
-            &a,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&a, json!({})).await;
     let cookie = session_cookie(&r).unwrap();
     let cookie = cookie.split(';').next().unwrap().to_owned();
     // Another browser-less client, sending only that cookie, to instance B.
@@ -133,13 +121,7 @@ async fn an_expired_token_is_refreshed_once_for_two_concurrent_requests() {
         .await;
     inbox_answers(&idp, "renewed-access").await;
     // Expires inside the two-minute margin.
-    let r = idp
-        .sign_in(
-            &app,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({"expires_in": 90}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&app, json!({"expires_in": 90})).await;
     assert_eq!(r.status(), 302);
 
     let (one, two) = tokio::join!(app.get("/mail"), app.get("/mail"));
@@ -181,13 +163,7 @@ async fn a_refused_refresh_sends_the_person_to_sign_in() {
         })))
         .mount(&idp.server)
         .await;
-    let r = idp
-        .sign_in(
-            &app,
-            |n| idp.signer.sign(&idp.id_claims(n)).unwrap(),
-            json!({"expires_in": 30}),
-        )
-        .await;
+    let r = idp.sign_in_valid(&app, json!({"expires_in": 30})).await;
     assert_eq!(r.status(), 302);
     let r = app.get("/mail").await;
     assert_eq!(r.status(), 302);
