@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
         http,
         Duration::from_secs(60),
         Duration::from_secs(3600),
+        Duration::from_secs(24 * 3600),
     ));
     let issuers = vec![
         "https://login.microsoftonline.com/{tenantid}/v2.0".to_owned(),

@@ -59,6 +59,17 @@ pub enum AppError {
     Mail(#[from] MailError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The tenant does not let this person consent; an administrator must.
+    #[error("consent is missing")]
+    ConsentRequired { admin_consent_url: String },
+    #[error("an administrator granted consent")]
+    AdminConsentGranted,
+    /// The mail API refused a token fresh from sign-in: no redirect loop, say what it answered.
+    #[error("the mail API refused the access token again right after sign-in")]
+    MailRefused {
+        code: Option<String>,
+        message: Option<String>,
+    },
 }
 
 impl From<OidcError> for AppError {
@@ -240,6 +251,33 @@ impl AppError {
                     ),
                 }
             }
+            AppError::ConsentRequired { .. } => (
+                StatusCode::FORBIDDEN,
+                "An administrator must approve this app",
+                "Your organization does not let people approve apps that read mail on their own. An administrator of your Microsoft Entra tenant can approve it for everyone with the link below; after that, sign in again.",
+                None,
+                None,
+                None,
+                again,
+            ),
+            AppError::AdminConsentGranted => (
+                StatusCode::OK,
+                "The app is approved for your organization",
+                "An administrator granted consent for the whole tenant. Everyone in it can now sign in.",
+                None,
+                None,
+                None,
+                ("/signin", "Sign in"),
+            ),
+            AppError::MailRefused { code, message } => (
+                StatusCode::BAD_GATEWAY,
+                "Microsoft refused access to your mailbox",
+                "You signed in, but the mail service refused the new access token, so signing in again would not help. This is usually a configuration problem (SCOPES that do not match MAIL_API, or an API that is no longer available): please tell the administrator of this app what Microsoft answered.",
+                code.as_deref(),
+                message.as_deref(),
+                None,
+                home,
+            ),
             AppError::Internal(_) => {
                 reference = uuid::Uuid::new_v4().to_string();
                 tracing::error!(error = %self, %reference, "internal error");
@@ -268,7 +306,14 @@ impl AppError {
             }
             None => detail,
         };
+        let admin_link = match self {
+            AppError::ConsentRequired { admin_consent_url } if !admin_consent_url.is_empty() => {
+                Some(admin_consent_url.as_str())
+            }
+            _ => None,
+        };
         let view = ErrorView {
+            admin_link,
             chrome,
             status: status.as_u16(),
             title,

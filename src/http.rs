@@ -2,6 +2,17 @@
 
 use std::time::Duration;
 
+use actix_web::HttpResponse;
+use actix_web::http::header::{CACHE_CONTROL, LOCATION};
+
+/// Redirects with 302 Found (never cached: a redirect can depend on the session).
+pub fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((LOCATION, to))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
 /// Builds the shared client: keep-alive pool, a timeout, and no redirects
 /// (a token endpoint or API that redirects is an error, not something to follow
 /// with a bearer token or client secret attached).
@@ -42,10 +53,51 @@ pub enum ReadError {
     TooLarge,
     #[error(transparent)]
     Transport(reqwest::Error),
+    #[error("the answer could not be assembled: {0}")]
+    Invalid(String),
 }
 
 impl ReadError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, ReadError::Transport(e) if e.is_timeout())
+    }
+}
+
+/// Largest token-endpoint answer read (real ones are a few KB).
+pub const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
+
+/// The shared client as oauth2's HTTP client, reading answers through the
+/// same size cap as every other upstream call (oauth2's own reqwest adapter
+/// reads a body whole, however large).
+pub struct CappedClient<'a> {
+    pub http: &'a reqwest::Client,
+    pub limit: usize,
+}
+
+type OAuthFuture<'c> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<oauth2::HttpResponse, ReadError>> + Send + 'c>,
+>;
+
+impl<'c> oauth2::AsyncHttpClient<'c> for CappedClient<'_> {
+    type Error = ReadError;
+    type Future = OAuthFuture<'c>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request: reqwest::Request = request.try_into().map_err(ReadError::Transport)?;
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(ReadError::Transport)?;
+            let mut builder = oauth2::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let body = read_limited(response, self.limit).await?;
+            builder
+                .body(body)
+                .map_err(|e| ReadError::Invalid(e.to_string()))
+        })
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod actions;
 pub mod auth;
+pub mod clock;
 pub mod demo;
 pub mod error;
 pub mod http;
 pub mod jwt;
+pub mod logging;
 pub mod mail;
 pub mod pages;
 pub mod routes;
@@ -15,4 +17,5 @@ pub mod session_store;
 pub mod settings;
 pub mod sharepoint;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

@@ -115,4 +115,6 @@ pub struct ErrorView<'a> {
     pub request_id: Option<&'a str>,
     pub action_href: &'a str,
     pub action_label: &'a str,
+    /// The admin-consent link, on the "an administrator must approve" page.
+    pub admin_link: Option<&'a str>,
 }

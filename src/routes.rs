@@ -3,11 +3,12 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
+use crate::clock::now;
 use crate::error::{AppError, html};
 use crate::pages::{ErrorView, HomeView, Person};
-use crate::session::{TypedSession, now};
+use crate::session::TypedSession;
 use crate::settings::MailApi;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
     if session.store_unavailable() {
@@ -64,9 +65,11 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     if let Some(redis) = &state.redis
         && let Err(e) = redis.ping().await
     {
+        // A fixed reason for the prober; the details (hosts, errors) go to the log only.
+        tracing::warn!(error = %e, "health check: Redis is unavailable");
         return HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")
-            .body(format!("redis: {e}"));
+            .body("redis unavailable");
     }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
@@ -86,6 +89,7 @@ pub async fn not_found(state: web::Data<AppState>, session: TypedSession) -> Htt
             request_id: None,
             action_href: "/",
             action_label: "Back to the home page",
+            admin_link: None,
         },
     )
 }

@@ -5,15 +5,37 @@ use std::future::{Ready, ready};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
+use std::collections::HashMap;
+
+use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+
+use crate::clock::now;
 
 /// A pending sign-in expires after ten minutes (an authorization code lives
 /// about as long).
 pub const PENDING_TTL_SECS: i64 = 600;
 
-/// Largest cookie (name and value) browsers are guaranteed to keep.
-const MAX_COOKIE_BYTES: usize = 4096;
+/// Largest `Set-Cookie` (name, value and attributes) browsers are guaranteed to keep.
+pub const MAX_COOKIE_BYTES: usize = 4096;
+
+/// A signed-in session lasts at most this long, whatever the store (the
+/// Redis record has the same TTL; a cookie carries its own issued-at).
+pub const SESSION_LIFETIME_SECS: i64 = 12 * 3600;
+
+/// At most one automatic trip through sign-in (silent, or for a claims
+/// challenge) per this many seconds; then a page instead of a redirect loop.
+pub const REAUTH_INTERVAL_SECS: i64 = 60;
+
+/// The session cookie's name; `__Host-` on https (Secure, `Path=/`, no
+/// `Domain`: no subdomain and no plain-http page can set or shadow it).
+pub fn cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-inbox_session"
+    } else {
+        "inbox_session"
+    }
+}
 
 /// The secrets of one authorization request, kept until the redirect returns.
 #[derive(Serialize, Deserialize)]
@@ -83,16 +105,24 @@ pub enum SessionError {
 const PENDING: &str = "pending";
 const USER: &str = "user";
 const LOGIN_HINT: &str = "login_hint";
+const ISSUED_AT: &str = "issued_at";
+const REAUTH_AT: &str = "reauth_at";
+const CLAIMS: &str = "claims_challenge";
+const ADMIN_CONSENT_STATE: &str = "admin_consent_state";
 
 /// A typed wrapper over the actix session.
 pub struct TypedSession(Session);
 
 impl TypedSession {
-    /// Takes the pending sign-in out of the session: it is single use, whatever happens next.
-    pub fn take_pending(&self) -> Option<PendingSignIn> {
-        self.0
-            .remove_as::<PendingSignIn>(PENDING)
-            .and_then(Result::ok)
+    /// The pending sign-in, left in place (a callback whose `state` does not
+    /// match must not cancel it).
+    pub fn pending(&self) -> Option<PendingSignIn> {
+        self.0.get::<PendingSignIn>(PENDING).ok().flatten()
+    }
+
+    /// Spends the pending sign-in: it is single use once a callback matched it.
+    pub fn consume_pending(&self) {
+        self.0.remove(PENDING);
     }
 
     pub fn set_pending(&self, pending: &PendingSignIn) -> Result<(), SessionError> {
@@ -101,26 +131,81 @@ impl TypedSession {
             .map_err(|e| SessionError::Write(e.to_string()))
     }
 
+    /// The signed-in person, unless the session is older than
+    /// [`SESSION_LIFETIME_SECS`] (or carries no issued-at).
     pub fn user(&self) -> Option<SignedInUser> {
+        let issued_at = self.0.get::<i64>(ISSUED_AT).ok().flatten()?;
+        let age = now().saturating_sub(issued_at);
+        if !(0..=SESSION_LIFETIME_SECS).contains(&age) {
+            return None;
+        }
         self.0.get::<SignedInUser>(USER).ok().flatten()
     }
 
-    /// Signs the person in: a new session id (no fixation), and the user,
-    /// provided the result still fits in a cookie when `cookie_store` is set.
+    /// Records an automatic trip through sign-in, unless one happened in the
+    /// last [`REAUTH_INTERVAL_SECS`]; false means "do not redirect again".
+    pub fn may_reauthenticate(&self, now: i64) -> bool {
+        let last = self.0.get::<i64>(REAUTH_AT).ok().flatten();
+        if last.is_some_and(|t| (0..REAUTH_INTERVAL_SECS).contains(&now.saturating_sub(t))) {
+            return false;
+        }
+        self.0.insert(REAUTH_AT, now).is_ok()
+    }
+
+    /// Keeps a claims challenge (decoded JSON) for the next `/signin`.
+    pub fn set_claims_challenge(&self, claims: &str) -> Result<(), SessionError> {
+        self.0
+            .insert(CLAIMS, claims)
+            .map_err(|e| SessionError::Write(e.to_string()))
+    }
+
+    /// Takes the claims challenge for the authorization request being built.
+    pub fn take_claims_challenge(&self) -> Option<String> {
+        self.0.remove_as::<String>(CLAIMS).and_then(Result::ok)
+    }
+
+    /// Remembers the `state` sent with an admin-consent link.
+    pub fn set_admin_consent_state(&self, state: &str) -> Result<(), SessionError> {
+        self.0
+            .insert(ADMIN_CONSENT_STATE, state)
+            .map_err(|e| SessionError::Write(e.to_string()))
+    }
+
+    /// Spends the admin-consent `state`, if any.
+    pub fn take_admin_consent_state(&self) -> Option<String> {
+        self.0
+            .remove_as::<String>(ADMIN_CONSENT_STATE)
+            .and_then(Result::ok)
+    }
+
+    /// Signs the person in: a new session id (no fixation), the user and the
+    /// session's issued-at, provided the result still fits in a cookie when
+    /// `cookie` (the cookie store's encryption key and cookie shape) is given.
     pub fn sign_in(
         &self,
         user: &SignedInUser,
-        cookie_store: bool,
-        cookie_name: &str,
+        cookie: Option<&CookieShape>,
     ) -> Result<(), SessionError> {
-        if cookie_store {
-            let size = cookie_size_with(&self.0, cookie_name, USER, user)?;
+        let issued_at = now();
+        if let Some(shape) = cookie {
+            let mut state = self.0.entries().clone();
+            state.remove(LOGIN_HINT);
+            state.remove(PENDING);
+            let user =
+                serde_json::to_string(user).map_err(|e| SessionError::Write(e.to_string()))?;
+            state.insert(USER.to_owned(), user);
+            state.insert(ISSUED_AT.to_owned(), issued_at.to_string());
+            let size = shape.set_cookie_len(&state)?;
             if size > MAX_COOKIE_BYTES {
                 return Err(SessionError::TooBig(size));
             }
         }
         self.0.remove(LOGIN_HINT);
+        self.0.remove(PENDING);
         self.0.renew();
+        self.0
+            .insert(ISSUED_AT, issued_at)
+            .map_err(|e| SessionError::Write(e.to_string()))?;
         self.0
             .insert(USER, user)
             .map_err(|e| SessionError::Write(e.to_string()))
@@ -156,30 +241,34 @@ impl TypedSession {
     }
 }
 
-/// The size of the encrypted cookie once `key` holds `value`.
-///
-/// actix-session stores the state as a JSON map of JSON strings; the private
-/// cookie is AES-256-GCM (12-byte nonce, 16-byte tag), base64-encoded.
-fn cookie_size_with(
-    session: &Session,
-    cookie_name: &str,
-    key: &str,
-    value: &impl Serialize,
-) -> Result<usize, SessionError> {
-    let mut state = session.entries().clone();
-    let json = serde_json::to_string(value).map_err(|e| SessionError::Write(e.to_string()))?;
-    state.insert(key.to_owned(), json);
-    state.remove(LOGIN_HINT);
-    let plain = serde_json::to_string(&state)
-        .map_err(|e| SessionError::Write(e.to_string()))?
-        .len();
-    let encrypted = (plain + 12 + 16).div_ceil(3) * 4;
-    Ok(cookie_name.len() + 1 + encrypted)
+/// What the session middleware's cookie looks like, so that its size can be
+/// measured for real: the same key, name and attributes.
+#[derive(Clone)]
+pub struct CookieShape {
+    pub key: Key,
+    pub https: bool,
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
+impl CookieShape {
+    /// The length of the `Set-Cookie` value the middleware would send for
+    /// `state`: encrypted by the same private jar, percent-encoded as sent
+    /// (`%2F`, `%3D`…), with every attribute.
+    pub fn set_cookie_len(&self, state: &HashMap<String, String>) -> Result<usize, SessionError> {
+        let value = serde_json::to_string(state).map_err(|e| SessionError::Write(e.to_string()))?;
+        let mut cookie = Cookie::new(cookie_name(self.https), value);
+        cookie.set_path("/");
+        cookie.set_secure(self.https);
+        cookie.set_http_only(true);
+        cookie.set_same_site(SameSite::Lax);
+        let mut jar = CookieJar::new();
+        jar.private_mut(&self.key).add(cookie);
+        let sent = jar
+            .delta()
+            .next()
+            .map(|c| c.encoded().to_string().len())
+            .ok_or_else(|| SessionError::Write("the cookie jar lost the cookie".into()))?;
+        Ok(sent)
+    }
 }
 
 impl FromRequest for TypedSession {

@@ -58,6 +58,30 @@ impl Redis {
         Ok(Self { store, pool })
     }
 
+    /// Writes `state` over an existing record only (`SET … XX`), never
+    /// creating one: actix-session's own `update` falls back to a new record,
+    /// which brings back a session that `/signout` deleted moments before.
+    /// Returns whether the record existed.
+    async fn update_existing(
+        &self,
+        key: &str,
+        state: &State,
+        ttl: &CookieDuration,
+    ) -> Result<bool, String> {
+        let body = serde_json::to_string(state).map_err(|e| e.to_string())?;
+        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let written: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(body)
+            .arg("XX")
+            .arg("EX")
+            .arg(ttl.whole_seconds().max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(written.is_some())
+    }
+
     /// `PING`s Redis: the health of the session store.
     pub async fn ping(&self) -> Result<(), String> {
         let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
@@ -127,14 +151,16 @@ impl SessionStore for Store {
         if state.contains_key(STORE_DOWN) {
             return Ok(key);
         }
-        let fallback: String = key.as_ref().to_owned();
-        match redis.store.update(key, state, ttl).await {
-            Ok(key) => Ok(key),
-            Err(e) => {
-                tracing::warn!(error = %e, "updating the session in Redis failed");
-                SessionKey::try_from(fallback).map_err(|e| UpdateError::Other(e.into()))
+        match redis.update_existing(key.as_ref(), &state, ttl).await {
+            Ok(true) => {}
+            // Gone: signed out (or expired) while this request ran. A deleted
+            // record stays deleted; the cookie now points at nothing.
+            Ok(false) => {
+                tracing::info!("the session ended while a request used it; not recreating it")
             }
+            Err(e) => tracing::warn!(error = %e, "updating the session in Redis failed"),
         }
+        Ok(key)
     }
 
     async fn update_ttl(

@@ -126,6 +126,10 @@ pub struct Settings {
     pub jwks_min_refetch: Duration,
     /// A key set older than this is refreshed (one hour).
     pub jwks_max_age: Duration,
+    /// Keys older than this are not used when they cannot be refreshed (24 hours).
+    pub jwks_max_stale: Duration,
+    /// How often discovery and keys are refreshed in the background (55 minutes).
+    pub refresh_period: Duration,
 }
 
 /// A start-up configuration error: one line that names the variable.
@@ -186,6 +190,17 @@ impl Settings {
         )?;
 
         let (demo, client_id, client_secret) = match (var("CLIENT_ID"), var("CLIENT_SECRET")) {
+            // A public server never falls into demo mode: anyone could sign in
+            // as a demo person and approve expenses through the stand-in.
+            (None, None) if !is_loopback(&public_url) => {
+                return Err(bad(
+                    "CLIENT_ID",
+                    format!(
+                        "is not set, and demo mode runs only when PUBLIC_URL is on this machine (it is `{}`); set CLIENT_ID and CLIENT_SECRET",
+                        public_url.as_str().trim_end_matches('/')
+                    ),
+                ));
+            }
             (None, None) => (
                 true,
                 DEMO_CLIENT_ID.to_owned(),
@@ -220,7 +235,7 @@ impl Settings {
                     ),
                 ));
             }
-            Some(v) => Some(parse_base_url("AUTHORITY", &v)?),
+            Some(v) => Some(secure(parse_base_url("AUTHORITY", &v)?, "AUTHORITY")?),
             None if demo => None,
             None => Some(parse_base_url(
                 "AUTHORITY",
@@ -229,7 +244,7 @@ impl Settings {
         };
 
         let mail_api_url = match var("MAIL_API_URL") {
-            Some(v) => Some(parse_base_url("MAIL_API_URL", &v)?),
+            Some(v) => Some(secure(parse_base_url("MAIL_API_URL", &v)?, "MAIL_API_URL")?),
             None if demo => None,
             None => Some(parse_base_url(
                 "MAIL_API_URL",
@@ -308,9 +323,12 @@ impl Settings {
 
         let action_issuer =
             var("ACTION_ISSUER").unwrap_or_else(|| "https://substrate.office.com/sts/".into());
-        let action_keys_url = parse_url(
+        let action_keys_url = secure(
+            parse_url(
+                "ACTION_KEYS_URL",
+                &var("ACTION_KEYS_URL").unwrap_or_else(|| DEFAULT_ACTION_KEYS_URL.into()),
+            )?,
             "ACTION_KEYS_URL",
-            &var("ACTION_KEYS_URL").unwrap_or_else(|| DEFAULT_ACTION_KEYS_URL.into()),
         )?;
 
         let action_tenants = var("ACTION_TENANTS").map(|v| list(&v)).unwrap_or_default();
@@ -328,7 +346,10 @@ impl Settings {
             .unwrap_or_default();
 
         let sharepoint_site = match var("SHAREPOINT_SITE") {
-            Some(v) => Some(parse_base_url("SHAREPOINT_SITE", &v)?),
+            Some(v) => Some(secure(
+                parse_base_url("SHAREPOINT_SITE", &v)?,
+                "SHAREPOINT_SITE",
+            )?),
             None => None,
         };
 
@@ -357,6 +378,8 @@ impl Settings {
             upstream_timeout: Duration::from_secs(10),
             jwks_min_refetch: Duration::from_secs(60),
             jwks_max_age: Duration::from_secs(3600),
+            jwks_max_stale: Duration::from_secs(24 * 3600),
+            refresh_period: Duration::from_secs(55 * 60),
         })
     }
 
@@ -428,6 +451,31 @@ fn list(value: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// True when `url`'s host is this machine (`localhost`, `127.0.0.0/8`, `::1`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.to_ascii_lowercase().ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Tokens, keys and mail travel over these URLs: https, unless the host is
+/// this machine (tests and local stand-ins).
+fn secure(url: Url, variable: &'static str) -> Result<Url, ConfigError> {
+    if url.scheme() == "https" || is_loopback(&url) {
+        Ok(url)
+    } else {
+        Err(bad(
+            variable,
+            format!("`{url}` must be https (http is allowed only on a loopback host)"),
+        ))
+    }
 }
 
 fn parse_url(variable: &'static str, value: &str) -> Result<Url, ConfigError> {
@@ -537,8 +585,53 @@ mod tests {
     }
 
     #[test]
+    fn a_public_url_that_is_not_loopback_never_runs_demo_mode() {
+        for url in [
+            "https://inbox.contoso.com",
+            "http://10.0.0.5:8000",
+            "http://0.0.0.0:8000",
+        ] {
+            let e = settings(&[
+                ("PUBLIC_URL", url),
+                ("CLIENT_ID", ""),
+                ("CLIENT_SECRET", " "),
+            ])
+            .unwrap_err();
+            assert_eq!(e.variable, "CLIENT_ID", "{url}");
+        }
+        for url in [
+            "http://localhost:8000",
+            "https://127.0.0.1:8443",
+            "http://[::1]:8000",
+        ] {
+            assert!(settings(&[("PUBLIC_URL", url)]).unwrap().demo, "{url}");
+        }
+    }
+
+    #[test]
+    fn upstream_urls_must_be_https_unless_loopback() {
+        let real = [("CLIENT_ID", "abc"), ("CLIENT_SECRET", "s")];
+        for name in [
+            "AUTHORITY",
+            "MAIL_API_URL",
+            "SHAREPOINT_SITE",
+            "ACTION_KEYS_URL",
+        ] {
+            let mut vars = real.to_vec();
+            vars.push((name, "http://login.example.com/common"));
+            let e = settings(&vars).unwrap_err();
+            assert_eq!(e.variable, name);
+            let mut vars = real.to_vec();
+            vars.push((name, "http://127.0.0.1:9/common"));
+            assert!(settings(&vars).is_ok(), "{name} on loopback");
+        }
+    }
+
+    #[test]
     fn legacy_audience_defaults_to_public_url_and_lists_split_on_commas() {
         let s = settings(&[
+            ("CLIENT_ID", "abc"),
+            ("CLIENT_SECRET", "s"),
             ("ACTION_TOKEN", "legacy"),
             ("PUBLIC_URL", "https://api.contoso.com/"),
             ("ACTION_PERFORMERS", " a@contoso.com, @fabrikam.com ,"),

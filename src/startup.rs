@@ -17,50 +17,18 @@ use crate::auth::oidc::Provider;
 use crate::auth::refresh::Refresher;
 use crate::demo::Demo;
 use crate::jwt::{JwksCache, Verifier};
+use crate::logging::RefusalLog;
 use crate::mail::MailClient;
-use crate::pages::Chrome;
-use crate::session::TypedSession;
+use crate::session::CookieShape;
 use crate::session_store::{Redis, Store};
 use crate::settings::{ConfigError, SessionStore, Settings};
 use crate::{actions, auth, demo, mail, routes};
-
-/// The session cookie's name.
-pub const COOKIE_NAME: &str = "inbox_session";
 
 /// Content Security Policy: our own styles, no scripts from anywhere else,
 /// no framing, forms only to ourselves.
 const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
-/// Everything the handlers share, built once.
-pub struct AppState {
-    pub settings: Settings,
-    pub http: reqwest::Client,
-    pub provider: Provider,
-    pub verifier: Verifier,
-    pub mail: MailClient,
-    pub demo: Option<Demo>,
-    /// The shared session store, with `SESSION_STORE=redis`.
-    pub redis: Option<Arc<Redis>>,
-    pub refresher: Refresher,
-}
-
-impl AppState {
-    /// Whether the session store can be used now (always, for the cookie store).
-    pub async fn sessions_available(&self) -> bool {
-        match &self.redis {
-            None => true,
-            Some(r) => r.ping().await.is_ok(),
-        }
-    }
-
-    /// The page frame for this request: demo banner and signed-in name.
-    pub fn chrome(&self, session: &TypedSession) -> Chrome {
-        Chrome {
-            demo: self.settings.demo,
-            user: session.user().map(|u| u.name),
-        }
-    }
-}
+pub use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -128,7 +96,18 @@ impl Application {
             SessionStore::Redis => Some(Arc::new(Redis::new(&settings.redis_url).await?)),
             SessionStore::Cookie => None,
         };
+        let session_key = Key::try_from(settings.session_key.bytes()).map_err(|_| ConfigError {
+            variable: "SESSION_KEY",
+            message: "is not a usable key".into(),
+        })?;
+        let cookie = redis.is_none().then(|| CookieShape {
+            key: session_key.clone(),
+            https: settings.https(),
+        });
         let state = web::Data::new(AppState {
+            refusals: RefusalLog::new(),
+            cookie,
+            session_key,
             redis,
             refresher: Refresher::default(),
             provider: Provider::new(&settings, &authority, http.clone()),
@@ -136,6 +115,7 @@ impl Application {
                 http.clone(),
                 settings.jwks_min_refetch,
                 settings.jwks_max_age,
+                settings.jwks_max_stale,
             )),
             mail: MailClient::new(http.clone(), &mail_url, settings.mail_api),
             http,
@@ -159,24 +139,35 @@ impl Application {
         self.state.clone()
     }
 
-    /// Runs until the server stops. Outside demo mode, discovery is attempted
-    /// at once in the background, so the first sign-in does not wait for it.
+    /// Runs until the server stops. Discovery (v2 and v1) is fetched at once
+    /// in the background and kept fresh, so neither the first sign-in nor an
+    /// action waits for it; refusals not logged one by one are summed up
+    /// periodically.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        if !self.state.settings.demo {
-            let state = self.state.clone();
-            tokio::spawn(async move {
-                let _ = state.provider.discovered().await;
-            });
-        }
-        self.server.await
+        let state = self.state.clone();
+        let discovery = tokio::spawn(async move {
+            state
+                .provider
+                .keep_fresh(state.verifier.keys(), state.settings.refresh_period)
+                .await;
+        });
+        let state = self.state.clone();
+        let summary = tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::logging::REFUSAL_WINDOW);
+            loop {
+                every.tick().await;
+                state.refusals.summarize();
+            }
+        });
+        let result = self.server.await;
+        discovery.abort();
+        summary.abort();
+        result
     }
 }
 
 fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
-    let key = Key::try_from(state.settings.session_key.bytes()).map_err(|_| ConfigError {
-        variable: "SESSION_KEY",
-        message: "is not a usable key".into(),
-    })?;
+    let key = state.session_key.clone();
     let demo = state.settings.demo;
     let store = match &state.redis {
         Some(r) => Store::Redis(r.clone()),
@@ -185,7 +176,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
     let server = HttpServer::new(move || {
         let https = state.settings.https();
         let sessions = SessionMiddleware::builder(store.clone(), key.clone())
-            .cookie_name(COOKIE_NAME.to_owned())
+            .cookie_name(crate::session::cookie_name(https).to_owned())
             .cookie_secure(https)
             .cookie_http_only(true)
             .cookie_same_site(SameSite::Lax)
@@ -193,7 +184,13 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             // A server-side record lives a working day; the cookie until the browser closes.
             .session_lifecycle(BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)))
             .build();
-        let security_headers = DefaultHeaders::new()
+        let mut security_headers = DefaultHeaders::new();
+        if https {
+            // Browsers that reached us over https once stay on https for a year.
+            security_headers =
+                security_headers.add((header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
+        }
+        let security_headers = security_headers
             .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
             .add((header::REFERRER_POLICY, "no-referrer"))
             .add((header::X_FRAME_OPTIONS, "DENY"))

@@ -1,4 +1,8 @@
-//! Logging: `RUST_LOG` filters (default `info`), one line per event.
+//! Logging: `RUST_LOG` filters (default `info`), one line per event. Colour
+//! codes only when standard output is a terminal (a log file or collector
+//! gets plain text).
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
@@ -7,5 +11,6 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .try_init();
 }

@@ -15,8 +15,9 @@ use crate::jwt::JwtError;
 use crate::jwt::action_token::{
     ActionIdentity, EntraRules, LegacyRules, allowed, verify_entra, verify_legacy,
 };
+use crate::logging::{Untrusted, clean};
 use crate::settings::ActionScheme;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The header Outlook shows the person (and, for MessageCards, saves with the card).
 pub const STATUS_HEADER: &str = "CARD-ACTION-STATUS";
@@ -49,13 +50,31 @@ fn bearer_token(req: &HttpRequest) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// A request header, shortened and only if printable, for the log.
+/// A request header for the log: escaped and shortened (see [`crate::logging`]).
 fn log_header(req: &HttpRequest, name: &str) -> String {
     req.headers()
         .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(100).collect())
+        .map(|v| clean(&String::from_utf8_lossy(v.as_bytes())))
         .unwrap_or_default()
+}
+
+/// Largest action body read, and only after the token verified.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; `None` when it is larger.
+async fn read_body(
+    mut payload: web::Payload,
+) -> Result<Option<web::BytesMut>, actix_web::error::PayloadError> {
+    use futures_util::StreamExt as _;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
 }
 
 async fn identify(state: &AppState, token: &str) -> Result<ActionIdentity, Refusal> {
@@ -67,17 +86,26 @@ async fn identify(state: &AppState, token: &str) -> Result<ActionIdentity, Refus
                 .discovered()
                 .await
                 .map_err(|e| Refusal::Unverifiable(e.to_string()))?;
+            // The v1 issuer comes from discovery done at start-up and refreshed
+            // in the background: nothing is fetched here.
+            let v1 = state.provider.v1_issuer();
             let mut issuers = vec![discovered.metadata.issuer.clone()];
-            if let Some(v1) = state.provider.v1_issuer().await {
-                issuers.push(v1);
-            }
+            issuers.extend(v1.clone());
             let rules = EntraRules {
                 jwks_url: &discovered.metadata.jwks_uri,
                 issuers: &issuers,
                 audiences: &s.action_audiences,
                 tenants: &s.action_tenants,
             };
-            verify_entra(&state.verifier, token, &rules).await
+            match verify_entra(&state.verifier, token, &rules).await {
+                // A v1 token cannot be judged before the v1 issuer is known.
+                Err(JwtError::WrongIssuer) if v1.is_none() => {
+                    return Err(Refusal::Unverifiable(
+                        "the v1 issuer is not known yet (v1 discovery has not succeeded)".into(),
+                    ));
+                }
+                other => other,
+            }
         }
         ActionScheme::Legacy => {
             let rules = LegacyRules {
@@ -101,10 +129,12 @@ fn with_status(status: StatusCode, message: &str) -> HttpResponse {
         .finish()
 }
 
+/// The body is taken as a stream, not as `web::Bytes`: nothing of it is read
+/// before the token verifies, and then at most [`MAX_BODY_BYTES`].
 pub async fn expense(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let request_id = log_header(&req, "Action-Request-Id");
     let correlation_id = log_header(&req, "Card-Correlation-Id");
@@ -116,7 +146,9 @@ pub async fn expense(
     let identity = match identity {
         Ok(i) => i,
         Err(Refusal::Unverifiable(reason)) => {
-            tracing::error!(%request_id, %correlation_id, %reason, "action refused: the token cannot be checked right now");
+            if state.refusals.allow() {
+                tracing::error!(%request_id, %correlation_id, %reason, "action refused: the token cannot be checked right now");
+            }
             return with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service cannot verify actions right now. Please try again later.",
@@ -127,7 +159,9 @@ pub async fn expense(
                 Refusal::Invalid(e) => e.to_string(),
                 _ => "no bearer token".to_owned(),
             };
-            tracing::warn!(%request_id, %correlation_id, %reason, "action refused: 401");
+            if state.refusals.allow() {
+                tracing::warn!(%request_id, %correlation_id, %reason, "action refused: 401");
+            }
             return HttpResponse::Unauthorized()
                 .insert_header((WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
                 .insert_header((CACHE_CONTROL, "no-store"))
@@ -144,19 +178,45 @@ pub async fn expense(
         ActionScheme::Entra => true,
     };
     if !sender_ok || !allowed(&s.action_performers, &identity.performer, true) {
-        tracing::warn!(%request_id, %correlation_id, performer = %identity.performer, sender = ?identity.sender, "action refused: 403");
+        if state.refusals.allow() {
+            let sender = identity.sender.as_deref().map(clean);
+            tracing::warn!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), ?sender, "action refused: 403");
+        }
         return with_status(StatusCode::FORBIDDEN, NOT_ALLOWED);
     }
 
+    let body = match read_body(payload).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            if state.refusals.allow() {
+                tracing::warn!(%request_id, %correlation_id, "action refused: 413 (body over 16 KB)");
+            }
+            return with_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large.",
+            );
+        }
+        Err(e) => {
+            if state.refusals.allow() {
+                tracing::warn!(%request_id, %correlation_id, error = %e, "action refused: 400 (the body could not be read)");
+            }
+            return with_status(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+            );
+        }
+    };
     let reject = match parse_action(&body) {
         Ok(reject) => reject,
         Err(message) => {
-            tracing::info!(%request_id, %correlation_id, "action refused: 400 ({message})");
+            if state.refusals.allow() {
+                tracing::info!(%request_id, %correlation_id, "action refused: 400 ({message})");
+            }
             return with_status(StatusCode::BAD_REQUEST, message);
         }
     };
     let outcome = if reject { "rejected" } else { "approved" };
-    tracing::info!(%request_id, %correlation_id, performer = %identity.performer, outcome, "expense action accepted");
+    tracing::info!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), outcome, "expense action accepted");
     with_status(StatusCode::OK, &format!("The expense was {outcome}."))
 }
 

@@ -16,7 +16,7 @@ use oauth2::{
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-use crate::http::read_limited;
+use crate::http::{CappedClient, MAX_TOKEN_RESPONSE, read_limited};
 use crate::settings::Settings;
 
 /// After a failed discovery, wait this long before trying again.
@@ -136,6 +136,8 @@ pub struct AuthorizationRequest {
 /// The identity platform: discovery (lazy, retried), and the OAuth calls.
 pub struct Provider {
     http: reqwest::Client,
+    /// `AUTHORITY`, for the admin-consent link.
+    authority: Url,
     discovery_url: Url,
     v1_discovery_url: Url,
     client_id: String,
@@ -144,8 +146,6 @@ pub struct Provider {
     scopes: Vec<String>,
     cached: RwLock<Option<Arc<Discovered>>>,
     v1_issuer: RwLock<Option<String>>,
-    v1_attempt: RwLock<Option<Instant>>,
-    v1_fetching: tokio::sync::Mutex<()>,
     last_attempt: RwLock<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
 }
@@ -162,6 +162,7 @@ impl Provider {
         let parse = |s: String| Url::parse(&s).unwrap_or_else(|_| authority.clone());
         Self {
             http,
+            authority: authority.clone(),
             discovery_url: parse(format!("{base}/v2.0/.well-known/openid-configuration")),
             v1_discovery_url: parse(format!("{base}/.well-known/openid-configuration")),
             client_id: settings.client_id.clone(),
@@ -170,10 +171,16 @@ impl Provider {
             scopes: settings.scopes.clone(),
             cached: RwLock::new(None),
             v1_issuer: RwLock::new(None),
-            v1_attempt: RwLock::new(None),
-            v1_fetching: tokio::sync::Mutex::new(()),
             last_attempt: RwLock::new(None),
             fetching: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The shared client, reading token answers through the size cap.
+    fn capped(&self) -> CappedClient<'_> {
+        CappedClient {
+            http: &self.http,
+            limit: MAX_TOKEN_RESPONSE,
         }
     }
 
@@ -210,29 +217,57 @@ impl Provider {
     }
 
     /// The v1 issuer template (`https://sts.windows.net/{tenantid}/` for
-    /// Microsoft), read from the v1 discovery document; `None` if unavailable.
-    pub async fn v1_issuer(&self) -> Option<String> {
-        if let Some(i) = read(&self.v1_issuer) {
-            return Some(i);
-        }
-        // One fetch for concurrent callers; a failing v1 document stays off
-        // the hot path until a minute has passed.
-        let _guard = self.v1_fetching.lock().await;
-        if let Some(i) = read(&self.v1_issuer) {
-            return Some(i);
-        }
-        if read(&self.v1_attempt).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
-            return None;
-        }
-        write(&self.v1_attempt, Some(Instant::now()));
-        match self.get_json::<V1Metadata>(&self.v1_discovery_url).await {
-            Ok(m) => {
-                write(&self.v1_issuer, Some(m.issuer.clone()));
-                Some(m.issuer)
-            }
+    /// Microsoft), as last read from the v1 discovery document; `None` until
+    /// that succeeded. Never fetches: [`Provider::refresh`] does, at start-up
+    /// and in the background, so the action endpoint makes no outbound call.
+    pub fn v1_issuer(&self) -> Option<String> {
+        read(&self.v1_issuer)
+    }
+
+    /// Fetches the v2 and v1 discovery documents again and installs what
+    /// succeeded; a failure keeps what was known. True when both are known.
+    pub async fn refresh_discovery(&self) -> bool {
+        match self.get_json::<Metadata>(&self.discovery_url).await {
+            Ok(metadata) => match self.oauth_client(&metadata) {
+                Ok(client) => {
+                    let fresh = Arc::new(Discovered { metadata, client });
+                    let changed = read(&self.cached)
+                        .is_none_or(|old| old.metadata.issuer != fresh.metadata.issuer);
+                    write(&self.cached, Some(fresh.clone()));
+                    if changed {
+                        tracing::info!(issuer = %fresh.metadata.issuer, "OpenID discovery succeeded");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "the discovery document is unusable"),
+            },
             Err(e) => {
-                tracing::warn!(url = %self.v1_discovery_url, error = %e, "v1 discovery failed");
-                None
+                tracing::warn!(url = %self.discovery_url, error = %e, "OpenID discovery failed; keeping what was known")
+            }
+        }
+        match self.get_json::<V1Metadata>(&self.v1_discovery_url).await {
+            Ok(m) => write(&self.v1_issuer, Some(m.issuer)),
+            Err(e) => {
+                tracing::warn!(url = %self.v1_discovery_url, error = %e, "v1 discovery failed; keeping what was known")
+            }
+        }
+        read(&self.cached).is_some() && read(&self.v1_issuer).is_some()
+    }
+
+    /// Keeps discovery (and the identity platform's signing keys) fresh for
+    /// the life of the process: at once, then retried with a growing pause
+    /// while it fails, and every `period` once it succeeds.
+    pub async fn keep_fresh(&self, keys: &crate::jwt::JwksCache, period: Duration) {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            if self.refresh_discovery().await {
+                pause = Duration::from_millis(250);
+                if let Some(d) = read(&self.cached) {
+                    keys.refresh_if_cached(&d.metadata.jwks_uri).await;
+                }
+                tokio::time::sleep(period).await;
+            } else {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(60));
             }
         }
     }
@@ -263,13 +298,32 @@ impl Provider {
             .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(bad)?))
     }
 
+    /// The tenant-wide admin-consent link for this app's scopes
+    /// (`{AUTHORITY}/v2.0/adminconsent`); the answer returns to `/gettoken`.
+    pub fn admin_consent_url(&self, state: &str) -> Url {
+        let mut url = self.authority.clone();
+        url.set_path(&format!(
+            "{}/v2.0/adminconsent",
+            url.path().trim_end_matches('/')
+        ));
+        url.query_pairs_mut()
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", &self.redirect_uri)
+            .append_pair("scope", &admin_consent_scopes(&self.scopes))
+            .append_pair("state", state);
+        url
+    }
+
     /// Builds the authorization request: `state`, `nonce` and a PKCE S256
-    /// challenge, each fresh and random. With `login_hint`, asks for a silent
-    /// sign-in (`prompt=none`) first.
+    /// challenge, each fresh and random, and `claims` declaring that the app
+    /// handles claims challenges (`cp1`), merged with `challenge` when a
+    /// resource sent one. With `login_hint`, asks for a silent sign-in
+    /// (`prompt=none`) first.
     pub fn authorization_request(
         &self,
         discovered: &Discovered,
         login_hint: Option<&str>,
+        claims_challenge: Option<&str>,
     ) -> AuthorizationRequest {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let nonce = CsrfToken::new_random().secret().clone();
@@ -279,7 +333,8 @@ impl Provider {
             .add_scopes(self.scopes.iter().map(|s| Scope::new(s.clone())))
             .set_pkce_challenge(challenge)
             .add_extra_param("nonce", nonce.clone())
-            .add_extra_param("response_mode", "query");
+            .add_extra_param("response_mode", "query")
+            .add_extra_param("claims", claims_request(claims_challenge));
         if let Some(hint) = login_hint {
             request = request
                 .add_extra_param("prompt", "none")
@@ -305,7 +360,7 @@ impl Provider {
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-            .request_async(&self.http)
+            .request_async(&self.capped())
             .await
             .map_err(token_error)
     }
@@ -322,10 +377,81 @@ impl Provider {
             .client
             .exchange_refresh_token(&token)
             .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())))
-            .request_async(&self.http)
+            .request_async(&self.capped())
             .await
             .map_err(token_error)
     }
+}
+
+/// When an access token expires: `expires_in` from now, 1 hour when absent,
+/// clamped to [`MAX_TOKEN_LIFETIME_SECS`] (CAE tokens live up to 28 hours;
+/// an absurd value from a faulty endpoint must not overflow or live forever).
+pub fn token_expiry(expires_in: Option<std::time::Duration>) -> i64 {
+    let secs = expires_in.map_or(3600, |d| d.as_secs());
+    crate::clock::expiry(crate::clock::now(), secs, MAX_TOKEN_LIFETIME_SECS)
+}
+
+/// The longest access-token lifetime believed: 28 hours (continuous access
+/// evaluation tokens live 20–28 h).
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 28 * 3600;
+
+/// The capability every sign-in declares: this app handles claims challenges.
+const CP1: &str = r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#;
+
+/// The `claims` parameter: `cp1`, deep-merged with a resource's challenge.
+/// A challenge that is not a JSON object is ignored (the `cp1` request stands).
+pub fn claims_request(challenge: Option<&str>) -> String {
+    let mut claims: serde_json::Value = serde_json::from_str(CP1).unwrap_or_default();
+    if let Some(serde_json::Value::Object(extra)) =
+        challenge.and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+    {
+        merge(&mut claims, serde_json::Value::Object(extra));
+    }
+    claims.to_string()
+}
+
+fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Scopes for the admin-consent endpoint: resource-qualified (an unprefixed
+/// scope means Graph), without the OpenID ones it does not take.
+fn admin_consent_scopes(scopes: &[String]) -> String {
+    scopes
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.as_str(),
+                "openid" | "profile" | "email" | "offline_access"
+            )
+        })
+        .map(|s| {
+            if s.contains("://") {
+                s.clone()
+            } else {
+                format!("https://graph.microsoft.com/{s}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// True when an authorize answer says consent is missing: `consent_required`,
+/// or AADSTS65001 (no consent), 90094/90095 (admin approval required).
+pub fn consent_missing(error: &str, description: Option<&str>) -> bool {
+    error == "consent_required"
+        || description.is_some_and(|d| {
+            ["AADSTS65001", "AADSTS90094", "AADSTS90095"]
+                .iter()
+                .any(|code| d.contains(code))
+        })
 }
 
 fn token_error<E: std::error::Error + 'static>(
@@ -359,6 +485,48 @@ fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claims_challenge_is_merged_with_cp1() {
+        let merged: serde_json::Value = serde_json::from_str(&claims_request(Some(
+            r#"{"access_token":{"nbf":{"essential":true,"value":"1604106651"}}}"#,
+        )))
+        .unwrap();
+        assert_eq!(merged["access_token"]["xms_cc"]["values"][0], "cp1");
+        assert_eq!(merged["access_token"]["nbf"]["value"], "1604106651");
+        assert_eq!(claims_request(Some("[1]")), CP1);
+        assert_eq!(claims_request(None), CP1);
+    }
+
+    #[test]
+    fn consent_is_recognised_by_code_or_description() {
+        assert!(consent_missing("consent_required", None));
+        assert!(consent_missing(
+            "invalid_client",
+            Some("AADSTS65001: The user or administrator has not consented")
+        ));
+        assert!(consent_missing(
+            "access_denied",
+            Some("AADSTS90094: admin approval required")
+        ));
+        assert!(!consent_missing(
+            "access_denied",
+            Some("AADSTS65004: User declined to consent")
+        ));
+    }
+
+    #[test]
+    fn admin_consent_asks_for_qualified_scopes() {
+        let scopes: Vec<String> =
+            "openid profile offline_access User.Read https://outlook.office.com/Mail.Read"
+                .split(' ')
+                .map(str::to_owned)
+                .collect();
+        assert_eq!(
+            admin_consent_scopes(&scopes),
+            "https://graph.microsoft.com/User.Read https://outlook.office.com/Mail.Read"
+        );
+    }
 
     #[test]
     fn expires_in_may_be_a_number_or_a_string() {

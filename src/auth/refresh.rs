@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::digest::{SHA256, digest};
 
 use super::oidc::{OidcError, Provider};
-use crate::session::now;
 
 /// How long a refresh result is handed to requests that waited for it.
 const SHARE_FOR: Duration = Duration::from_secs(60);
@@ -65,7 +64,7 @@ impl Refresher {
                 use oauth2::TokenResponse as _;
                 let refreshed = Refreshed {
                     access_token: tokens.access_token().secret().clone(),
-                    expires_at: now() + tokens.expires_in().map_or(3600, |d| d.as_secs() as i64),
+                    expires_at: super::oidc::token_expiry(tokens.expires_in()),
                     refresh_token: tokens.refresh_token().map(|t| t.secret().clone()),
                 };
                 *done = Some((Instant::now(), Ok(refreshed.clone())));

@@ -1,24 +1,18 @@
 //! `/signin`, `/gettoken` and `/signout`.
 
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use crate::auth::oidc::{Discovered, OidcError};
+use crate::auth::oidc::{Discovered, OidcError, consent_missing};
+use crate::clock::now;
 use crate::error::AppError;
+use crate::http::redirect;
 use crate::jwt::id_token::{IdTokenRules, verify_id_token};
-use crate::session::{PendingSignIn, SignedInUser, TypedSession, now};
+use crate::logging::clean;
+use crate::session::{PendingSignIn, SignedInUser, TypedSession};
 use crate::settings::SessionStore;
 use crate::sharepoint::{self, SharePointUser};
-use crate::startup::{AppState, COOKIE_NAME};
-
-/// Redirects with 302 Found.
-pub fn redirect(to: &str) -> HttpResponse {
-    HttpResponse::Found()
-        .insert_header((LOCATION, to))
-        .insert_header(("Cache-Control", "no-store"))
-        .finish()
-}
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct SignInQuery {
@@ -43,9 +37,11 @@ pub async fn signin(
         Some("none") => session.login_hint(),
         _ => None,
     };
-    let request = state
-        .provider
-        .authorization_request(&discovered, hint.as_deref());
+    let challenge = session.take_claims_challenge();
+    let request =
+        state
+            .provider
+            .authorization_request(&discovered, hint.as_deref(), challenge.as_deref());
     let pending = PendingSignIn {
         state: request.state,
         nonce: request.nonce,
@@ -65,6 +61,9 @@ pub struct Callback {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// The admin-consent answer: `admin_consent=True&tenant=…`.
+    admin_consent: Option<String>,
+    tenant: Option<String>,
 }
 
 /// The redirect URI: checks `state`, redeems the code, verifies the ID token.
@@ -75,6 +74,17 @@ pub async fn gettoken(
 ) -> HttpResponse {
     match finish_sign_in(&state, &session, q.into_inner()).await {
         Ok(to) => redirect(to),
+        Err(AppError::ConsentRequired { .. }) => {
+            // A fresh state for the admin-consent round trip, checked on return.
+            let consent_state = oauth2::CsrfToken::new_random().secret().clone();
+            if let Err(e) = session.set_admin_consent_state(&consent_state) {
+                return AppError::from(e).render(state.chrome(&session));
+            }
+            AppError::ConsentRequired {
+                admin_consent_url: state.provider.admin_consent_url(&consent_state).to_string(),
+            }
+            .render(state.chrome(&session))
+        }
         Err(e) => e.render(state.chrome(&session)),
     }
 }
@@ -99,32 +109,62 @@ async fn finish_sign_in(
     if session.store_unavailable() {
         return Err(AppError::SessionStoreDown);
     }
-    // Single use: whatever happens below, this pending sign-in is spent.
-    let pending = session.take_pending();
-    let state_matches = |p: &PendingSignIn| {
+    let state_matches = |expected: &str| {
         q.state.as_deref().is_some_and(|s| {
-            aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), p.state.as_bytes())
+            aws_lc_rs::constant_time::verify_slices_are_equal(s.as_bytes(), expected.as_bytes())
                 .is_ok()
         })
     };
 
-    if let Some(error) = q.error {
-        let ours = pending.as_ref().filter(|p| state_matches(p));
-        if ours.is_some_and(|p| p.silent) && needs_interaction(&error) {
-            return Ok("/signin");
+    if q.admin_consent.is_some() {
+        // An administrator's answer to the consent link: only for the link we made.
+        let expected = session.take_admin_consent_state();
+        if !expected.as_deref().is_some_and(state_matches) {
+            return Err(AppError::StateMismatch);
         }
-        return Err(AppError::Provider {
-            code: clip(error, 100),
-            description: q.error_description.map(|d| clip(d, 1000)),
-        });
+        return match q.error {
+            None if q
+                .admin_consent
+                .as_deref()
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")) =>
+            {
+                tracing::info!(tenant = ?q.tenant.as_deref().map(clean), "admin consent granted");
+                Err(AppError::AdminConsentGranted)
+            }
+            error => Err(AppError::Provider {
+                code: clip(
+                    error.unwrap_or_else(|| "admin_consent_not_granted".into()),
+                    100,
+                ),
+                description: q.error_description.map(|d| clip(d, 1000)),
+            }),
+        };
     }
 
     if q.state.is_none() {
         return Err(AppError::StateMissing);
     }
-    let pending = pending.ok_or(AppError::NoPendingSignIn)?;
-    if !state_matches(&pending) {
+    // Only a callback whose state matches may spend (or speak for) the
+    // pending sign-in: a forged one neither cancels it nor shows its text.
+    let pending = session.pending().ok_or(AppError::NoPendingSignIn)?;
+    if !state_matches(&pending.state) {
         return Err(AppError::StateMismatch);
+    }
+    session.consume_pending();
+
+    if let Some(error) = q.error {
+        if pending.silent && needs_interaction(&error) {
+            return Ok("/signin");
+        }
+        if consent_missing(&error, q.error_description.as_deref()) {
+            return Err(AppError::ConsentRequired {
+                admin_consent_url: String::new(),
+            });
+        }
+        return Err(AppError::Provider {
+            code: clip(error, 100),
+            description: q.error_description.map(|d| clip(d, 1000)),
+        });
     }
     if pending.expired(now()) {
         return Err(AppError::SignInExpired);
@@ -172,12 +212,12 @@ async fn finish_sign_in(
         name: claims.name.clone().unwrap_or_else(|| email.clone()),
         email,
         access_token: tokens.access_token().secret().clone(),
-        expires_at: now() + tokens.expires_in().map_or(3600, |d| d.as_secs() as i64),
+        expires_at: crate::auth::oidc::token_expiry(tokens.expires_in()),
         sharepoint,
         // Only the server-side store keeps the refresh token; a cookie never does.
         refresh_token: refresh_token.filter(|_| redis),
     };
-    session.sign_in(&user, !redis, COOKIE_NAME)?;
+    session.sign_in(&user, state.cookie.as_ref())?;
     tracing::info!(oid = ?claims.oid, tid = ?claims.tid, "signed in");
     Ok("/mail")
 }

@@ -9,11 +9,12 @@ use serde_json::json;
 
 use super::{Demo, PEOPLE, TENANT_ID};
 use crate::actions::STATUS_HEADER;
+use crate::clock::now;
 use crate::error::html;
 use crate::jwt::action_token::ACTIONS_APP_ID;
 use crate::pages::Chrome;
-use crate::session::{TypedSession, now};
-use crate::startup::AppState;
+use crate::session::TypedSession;
+use crate::state::AppState;
 
 pub const EXPENSE_ID: &str = "EXP-2026-1142";
 

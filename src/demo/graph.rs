@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::mailbox::{DemoMessage, Folder};
 use super::{Demo, PEOPLE};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Deserialize)]
 struct AccessClaims {

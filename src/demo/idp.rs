@@ -15,14 +15,20 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::{Demo, PEOPLE, TENANT_ID};
+use crate::clock::now;
 use crate::error::html;
 use crate::pages::Chrome;
-use crate::session::now;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Remembers who signed in at the stand-in, for `prompt=none`.
 const SSO_COOKIE: &str = "demo_sso";
 const CODE_TTL_SECS: i64 = 600;
+/// The stand-in's stores are bounded: at most this many live codes (and as
+/// many refresh tokens), so a flood of sign-ins cannot grow memory.
+pub(super) const MAX_GRANTS: usize = 2_000;
+/// The longest value accepted for any authorize parameter (Microsoft refuses
+/// long ones too); a 60 KB `nonce` is refused, not stored.
+pub(super) const MAX_PARAM_LEN: usize = 1_024;
 
 /// What an authorization code (or refresh token) was issued for.
 #[derive(Clone)]
@@ -193,6 +199,23 @@ fn check_request(p: &AuthorizeParams, redirect_uri: &str) -> Result<(), Box<Http
             &[("error", code), ("error_description", text)],
         ))
     };
+    let too_long = [
+        &p.state,
+        &p.nonce,
+        &p.scope,
+        &p.code_challenge,
+        &p.login_hint,
+        &p.prompt,
+    ]
+    .into_iter()
+    .any(|v| v.as_ref().is_some_and(|v| v.len() > MAX_PARAM_LEN));
+    if too_long {
+        return Err(Box::new(message(
+            StatusCode::BAD_REQUEST,
+            "AADSTS90015: A request parameter is too long",
+            "A parameter of this sign-in request is longer than the demo identity platform accepts.",
+        )));
+    }
     if p.response_type.as_deref() != Some("code") {
         return Err(error(
             "unsupported_response_type",
@@ -343,9 +366,22 @@ fn issue_code(d: &Demo, p: &AuthorizeParams, redirect_uri: &str, person: usize) 
         scope: p.scope.clone().unwrap_or_default(),
         expires_at: now() + CODE_TTL_SECS,
     };
-    if let Ok(mut codes) = d.codes.lock() {
+    let stored = d.codes.lock().is_ok_and(|mut codes| {
         codes.retain(|_, g| g.expires_at > now());
-        codes.insert(code.clone(), grant);
+        codes.len() < MAX_GRANTS && codes.insert(code.clone(), grant).is_none()
+    });
+    if !stored {
+        return back(
+            redirect_uri,
+            p.state.as_deref(),
+            &[
+                ("error", "temporarily_unavailable"),
+                (
+                    "error_description",
+                    "AADSTS90033: The demo identity platform is busy; try again in a few minutes.",
+                ),
+            ],
+        );
     }
     let session_state = uuid::Uuid::new_v4().to_string();
     back(
@@ -564,8 +600,18 @@ fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        if let Ok(mut r) = d.refresh_tokens.lock() {
+        let stored = d.refresh_tokens.lock().is_ok_and(|mut r| {
             r.retain(|_, g| g.expires_at > now);
+            if r.len() >= MAX_GRANTS {
+                // Oldest first out: a refresh token is a cache here, not a promise.
+                if let Some(oldest) = r
+                    .iter()
+                    .min_by_key(|(_, g)| g.expires_at)
+                    .map(|(k, _)| k.clone())
+                {
+                    r.remove(&oldest);
+                }
+            }
             r.insert(
                 refresh.clone(),
                 Grant {
@@ -573,8 +619,11 @@ fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {
                     ..grant
                 },
             );
+            true
+        });
+        if stored {
+            body["refresh_token"] = Value::String(refresh);
         }
-        body["refresh_token"] = Value::String(refresh);
     }
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -23,12 +23,15 @@ const MAX_JWKS_BYTES: usize = 512 * 1024;
 ///   less than `min_refetch` ago, so forged `kid`s cannot make us hammer the
 ///   identity platform;
 /// - when a fetch fails or returns garbage, the keys we have keep working and
-///   the failure is logged.
+///   the failure is logged, but only while they are younger than `max_stale`
+///   (24 hours): older keys may have been revoked, so then nothing verifies
+///   (503) rather than a withdrawn key being trusted.
 pub struct JwksCache {
     http: reqwest::Client,
     sets: Mutex<HashMap<String, Arc<KeySet>>>,
     min_refetch: Duration,
     max_age: Duration,
+    max_stale: Duration,
 }
 
 struct KeySet {
@@ -61,13 +64,30 @@ struct Jwk {
 }
 
 impl JwksCache {
-    pub fn new(http: reqwest::Client, min_refetch: Duration, max_age: Duration) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        min_refetch: Duration,
+        max_age: Duration,
+        max_stale: Duration,
+    ) -> Self {
         Self {
             http,
             sets: Mutex::new(HashMap::new()),
             min_refetch,
             max_age,
+            max_stale,
         }
+    }
+
+    /// Refreshes the set at `url` if it was ever fetched (the background
+    /// refresh, so that requests do not meet a stale set).
+    pub async fn refresh_if_cached(&self, url: &Url) {
+        let set = self.set(url);
+        if set.read(|s| s.fetched_at.is_none()) {
+            return;
+        }
+        let _guard = set.fetching.lock().await;
+        let _ = self.fetch(&set).await;
     }
 
     /// The key `kid` of the set at `url`, fetching or refreshing as the rules allow.
@@ -76,6 +96,17 @@ impl JwksCache {
         let (cached, fresh) = set.lookup(kid, self.max_age);
         match cached {
             Some(key) if fresh => Ok(key),
+            Some(_) if set.older_than(self.max_stale) => {
+                // Too old to trust: refresh (waiting for one in progress) or refuse.
+                let _guard = set.fetching.lock().await;
+                if !set.older_than(self.max_stale) {
+                    return set.lookup(kid, self.max_age).0.ok_or(JwtError::UnknownKey);
+                }
+                if set.may_fetch(self.min_refetch) && self.fetch(&set).await.is_ok() {
+                    return set.lookup(kid, self.max_age).0.ok_or(JwtError::UnknownKey);
+                }
+                Err(JwtError::KeysUnavailable)
+            }
             Some(key) => {
                 // Stale: one request refreshes, the others keep using what we have.
                 if let Ok(_guard) = set.fetching.try_lock()
@@ -94,11 +125,11 @@ impl JwksCache {
                     return Ok(key);
                 }
                 if !set.may_fetch(self.min_refetch) {
-                    return Err(set.miss_reason());
+                    return Err(set.miss_reason(self.max_stale));
                 }
                 match self.fetch(&set).await {
                     Ok(()) => set.lookup(kid, self.max_age).0.ok_or(JwtError::UnknownKey),
-                    Err(()) => Err(set.miss_reason()),
+                    Err(()) => Err(set.miss_reason(self.max_stale)),
                 }
             }
         }
@@ -207,13 +238,18 @@ impl KeySet {
         })
     }
 
+    /// True when the keys were fetched more than `age` ago (or never).
+    fn older_than(&self, age: Duration) -> bool {
+        self.read(|s| s.fetched_at.is_none_or(|t| t.elapsed() >= age))
+    }
+
     fn may_fetch(&self, min_refetch: Duration) -> bool {
         self.read(|s| s.attempted_at.is_none_or(|t| t.elapsed() >= min_refetch))
     }
 
-    fn miss_reason(&self) -> JwtError {
+    fn miss_reason(&self, max_stale: Duration) -> JwtError {
         self.read(|s| {
-            if s.fetched_at.is_some() {
+            if s.fetched_at.is_some_and(|t| t.elapsed() < max_stale) {
                 JwtError::UnknownKey
             } else {
                 JwtError::KeysUnavailable

@@ -56,7 +56,7 @@ impl Verifier {
         }
         let header = read_header(token)?;
         if header.alg != "RS256" {
-            return Err(JwtError::Algorithm(header.alg));
+            return Err(JwtError::Algorithm(crate::logging::clean(&header.alg)));
         }
         let kid = header.kid.ok_or(JwtError::MissingKid)?;
         let key = self.keys.key(check.jwks_url, &kid).await?;

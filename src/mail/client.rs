@@ -1,12 +1,13 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::model::{Envelope, Message, Profile, RawProfile};
 use crate::http::read_limited;
+use crate::logging::clean;
 use crate::settings::MailApi;
 
 /// Largest mail API answer we buffer (ten messages with three fields each are a few KB).
@@ -18,9 +19,16 @@ const MAX_RETRY_WAIT: f64 = 5.0;
 /// Why the mail call failed, keyed by what the caller must do.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MailError {
-    /// The access token was refused: sign in again.
+    /// The access token was refused: sign in again (with `claims`, when the
+    /// API sent a claims challenge). `code` and `message` are what it said.
     #[error("the mail API refused the access token (client-request-id {client_request_id})")]
-    Unauthorized { client_request_id: String },
+    Unauthorized {
+        client_request_id: String,
+        code: Option<String>,
+        message: Option<String>,
+        /// The decoded claims challenge of `error="insufficient_claims"`.
+        claims: Option<String>,
+    },
     /// Throttled twice (or asked to wait long): try again later.
     #[error("the mail API is throttling us (client-request-id {client_request_id})")]
     Throttled {
@@ -51,7 +59,9 @@ pub enum MailError {
 impl MailError {
     pub fn client_request_id(&self) -> &str {
         match self {
-            MailError::Unauthorized { client_request_id }
+            MailError::Unauthorized {
+                client_request_id, ..
+            }
             | MailError::Throttled {
                 client_request_id, ..
             }
@@ -172,8 +182,16 @@ impl MailClient {
                     });
                 }
                 StatusCode::UNAUTHORIZED => {
-                    tracing::info!(%client_request_id, ?request_id, "mail API refused the access token");
-                    return Err(MailError::Unauthorized { client_request_id });
+                    let claims = header(&response, WWW_AUTHENTICATE.as_str())
+                        .and_then(|v| claims_challenge(&v));
+                    let (code, message) = error_of(response).await;
+                    tracing::info!(%client_request_id, ?request_id, code = ?code.as_deref().map(clean), challenge = claims.is_some(), "mail API refused the access token");
+                    return Err(MailError::Unauthorized {
+                        client_request_id,
+                        code,
+                        message,
+                        claims,
+                    });
                 }
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                     let wait =
@@ -193,16 +211,8 @@ impl MailClient {
                     }
                 }
                 _ => {
-                    let code = read_limited(response, 64 * 1024)
-                        .await
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                        .and_then(|v| {
-                            v.pointer("/error/code")
-                                .and_then(|c| c.as_str())
-                                .map(str::to_owned)
-                        });
-                    tracing::warn!(%client_request_id, ?request_id, %status, ?code, "mail API failed");
+                    let (code, _) = error_of(response).await;
+                    tracing::warn!(%client_request_id, ?request_id, %status, code = ?code.as_deref().map(clean), "mail API failed");
                     return Err(MailError::Upstream {
                         status: status.as_u16(),
                         code,
@@ -213,6 +223,55 @@ impl MailClient {
             }
         }
     }
+}
+
+/// Graph's `{"error": {"code", "message"}}` (or Outlook REST's PascalCase),
+/// each shortened; `None`s when the body is not that.
+async fn error_of(response: reqwest::Response) -> (Option<String>, Option<String>) {
+    let body = read_limited(response, 64 * 1024)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let field = |names: [&str; 2]| {
+        body.as_ref().and_then(|v| {
+            names
+                .iter()
+                .find_map(|n| v.pointer(n).and_then(|c| c.as_str()))
+                .map(|s| s.chars().take(300).collect::<String>())
+        })
+    };
+    (
+        field(["/error/code", "/error/Code"]),
+        field(["/error/message", "/error/Message"]),
+    )
+}
+
+/// The decoded `claims` of a `WWW-Authenticate: Bearer …, error="insufficient_claims",
+/// claims="<base64>"` challenge: a JSON object of at most 4 KB, else `None`.
+pub fn claims_challenge(header: &str) -> Option<String> {
+    use base64::Engine as _;
+    let param = |name: &str| {
+        header.split(',').find_map(|part| {
+            let (k, v) = part.trim().trim_start_matches("Bearer ").split_once('=')?;
+            (k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().trim_matches('"').to_owned())
+        })
+    };
+    if param("error")? != "insufficient_claims" {
+        return None;
+    }
+    let encoded = param("claims")?;
+    if encoded.len() > 8 * 1024 {
+        return None;
+    }
+    let engines = [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    let bytes = engines.iter().find_map(|e| e.decode(&encoded).ok())?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    (value.is_object() && bytes.len() <= 4096).then(|| value.to_string())
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
@@ -233,6 +292,25 @@ pub fn parse_retry_after(value: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claims_challenge_is_decoded_from_www_authenticate() {
+        // {"access_token":{"nbf":{"essential":true, "value":"1604106651"}}}
+        let header = r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwgInZhbHVlIjoiMTYwNDEwNjY1MSJ9fX0=""#;
+        let claims: serde_json::Value =
+            serde_json::from_str(&claims_challenge(header).unwrap()).unwrap();
+        assert_eq!(claims["access_token"]["nbf"]["value"], "1604106651");
+        assert_eq!(claims_challenge(r#"Bearer error="invalid_token""#), None);
+        assert_eq!(
+            claims_challenge(r#"Bearer error="insufficient_claims", claims="!!!""#),
+            None
+        );
+        // Valid base64 of something that is not a JSON object.
+        assert_eq!(
+            claims_challenge(r#"Bearer error="insufficient_claims", claims="WzFd""#),
+            None
+        );
+    }
 
     #[test]
     fn retry_after_is_decimal_seconds() {

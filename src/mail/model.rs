@@ -74,9 +74,12 @@ impl From<RawMessage> for Message {
             subject: non_empty(raw.subject),
             from_name,
             from_address,
+            // Normalised to UTC here; a time that UTC cannot hold (year
+            // 9999 at -23:59) is treated as missing rather than panicking later.
             received: raw
                 .received
-                .and_then(|r| OffsetDateTime::parse(&r, &Rfc3339).ok()),
+                .and_then(|r| OffsetDateTime::parse(&r, &Rfc3339).ok())
+                .and_then(|t| t.checked_to_offset(time::UtcOffset::UTC)),
         }
     }
 }
@@ -93,8 +96,9 @@ impl From<RawProfile> for Profile {
 /// A short, readable time: "Today 09:14", "Yesterday 17:02", "Mon 3 Nov"
 /// this year, "3 Nov 2024" before. Times are UTC (the page says so).
 pub fn readable_time(t: OffsetDateTime, now: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let today: Date = now.to_offset(time::UtcOffset::UTC).date();
+    let utc = |t: OffsetDateTime| t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t);
+    let t = utc(t);
+    let today: Date = utc(now).date();
     let hm = format_description!("[hour]:[minute]");
     let clock = t.format(&hm).unwrap_or_default();
     if t.date() == today {
@@ -136,6 +140,17 @@ mod tests {
             assert_eq!(m.from_address.as_deref(), Some("ann@contoso.com"));
             assert_eq!(m.received, Some(datetime!(2026-11-03 09:14 UTC)));
         }
+    }
+
+    #[test]
+    fn times_that_utc_cannot_hold_are_missing_not_a_panic() {
+        for received in ["9999-12-31T23:59:59-23:59", "-9999-01-01T00:00:00+23:59"] {
+            let raw: RawMessage =
+                serde_json::from_str(&format!(r#"{{"receivedDateTime":"{received}"}}"#)).unwrap();
+            assert!(Message::from(raw).received.is_none(), "{received}");
+        }
+        let edge = datetime!(9999-12-31 23:59:59 -23:59);
+        let _ = readable_time(edge, edge);
     }
 
     #[test]

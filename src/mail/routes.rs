@@ -6,11 +6,12 @@ use time::OffsetDateTime;
 
 use super::MailError;
 use crate::auth::oidc::OidcError;
-use crate::auth::routes::redirect;
+use crate::clock::now;
 use crate::error::{AppError, html};
+use crate::http::redirect;
 use crate::pages::{InboxView, MessageRow};
-use crate::session::{SignedInUser, TypedSession, now};
-use crate::startup::AppState;
+use crate::session::{SignedInUser, TypedSession};
+use crate::state::AppState;
 
 /// Where an expired or refused access token sends the person: a silent
 /// sign-in first (`prompt=none` with the remembered `login_hint`).
@@ -30,7 +31,12 @@ pub async fn inbox(state: web::Data<AppState>, session: TypedSession) -> HttpRes
         Ok(Some(user)) => user,
         Ok(None) => {
             session.expire_user();
-            return redirect(SILENT_SIGN_IN);
+            // One silent attempt a minute; after that the person signs in themselves.
+            return if session.may_reauthenticate(now()) {
+                redirect(SILENT_SIGN_IN)
+            } else {
+                redirect("/signin")
+            };
         }
         Err(e) => return e.render(state.chrome(&session)),
     };
@@ -47,9 +53,26 @@ pub async fn inbox(state: web::Data<AppState>, session: TypedSession) -> HttpRes
             };
             html(StatusCode::OK, &view)
         }
-        Err(MailError::Unauthorized { .. }) => {
+        Err(MailError::Unauthorized {
+            code,
+            message,
+            claims,
+            ..
+        }) => {
             session.expire_user();
-            redirect(SILENT_SIGN_IN)
+            if !session.may_reauthenticate(now()) {
+                // Refused again right after a sign-in: a page, not a loop.
+                return AppError::MailRefused { code, message }.render(state.chrome(&session));
+            }
+            match claims {
+                // A claims challenge (continuous access evaluation): sign in
+                // again asking for those claims.
+                Some(claims) => match session.set_claims_challenge(&claims) {
+                    Ok(()) => redirect("/signin"),
+                    Err(e) => AppError::from(e).render(state.chrome(&session)),
+                },
+                None => redirect(SILENT_SIGN_IN),
+            }
         }
         Err(e) => AppError::Mail(e).render(state.chrome(&session)),
     }

@@ -203,16 +203,19 @@ async fn a_callback_without_state_is_refused() {
 }
 
 #[tokio::test]
-async fn a_callback_with_the_wrong_state_is_refused() {
+async fn a_callback_with_the_wrong_state_is_refused_and_does_not_cancel_the_sign_in() {
     let app = spawn_app().await;
     let callback = pick_person(&app, 0).await;
     let tampered = callback.replace("state=", "state=x");
     let r = app.get(&tampered).await;
     assert_eq!(r.status(), 400);
-    // The pending sign-in is spent: the genuine callback no longer works either.
-    let r = app.get(&callback).await;
-    assert_eq!(r.status(), 400);
     assert_eq!(location(&app.get("/mail").await), "/");
+    // A forged callback does not spend the pending sign-in: the genuine one still works...
+    let r = app.get(&callback).await;
+    assert_eq!(r.status(), 302, "{}", body(r).await);
+    assert_eq!(app.get("/mail").await.status(), 200);
+    // ...once: replaying it is refused.
+    assert_eq!(app.get(&callback).await.status(), 400);
 }
 
 #[tokio::test]
@@ -291,8 +294,8 @@ async fn session_cookies_are_http_only_and_same_site_lax() {
 }
 
 #[tokio::test]
-async fn cookies_are_secure_when_the_public_url_is_https() {
-    let app = spawn_with(settings(&[("PUBLIC_URL", "https://inbox.contoso.com")])).await;
+async fn cookies_are_secure_and_host_prefixed_with_hsts_when_the_public_url_is_https() {
+    let app = spawn_with(settings(&[("PUBLIC_URL", "https://localhost:8443")])).await;
     let r = app.get("/signin").await;
     let cookie = r
         .headers()
@@ -301,8 +304,16 @@ async fn cookies_are_secure_when_the_public_url_is_https() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(cookie.contains("Secure"));
-    assert!(location(&r).contains("redirect_uri=https%3A%2F%2Finbox.contoso.com%2Fgettoken"));
+    assert!(cookie.starts_with("__Host-inbox_session="), "{cookie}");
+    assert!(cookie.contains("; Secure") && cookie.contains("Path=/") && !cookie.contains("Domain"));
+    assert!(location(&r).contains("redirect_uri=https%3A%2F%2Flocalhost%3A8443%2Fgettoken"));
+    assert_eq!(
+        r.headers().get("strict-transport-security").unwrap(),
+        "max-age=31536000"
+    );
+    // Plain http gets neither the prefix nor HSTS.
+    let plain = spawn_app().await.get("/signin").await;
+    assert!(plain.headers().get("strict-transport-security").is_none());
 }
 
 #[tokio::test]

@@ -54,6 +54,15 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
+    // Discovery (v2 and v1) runs in the background from the start; give it a
+    // moment so that tests begin where a running server is. An unreachable
+    // authority (some tests want one) just ends the wait.
+    for _ in 0..100 {
+        if state.provider.v1_issuer().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     TestApp {
         address,
         client: browser(),

@@ -1,0 +1,60 @@
+//! What the handlers share, built once at start-up and passed in as `web::Data`.
+//!
+//! Handlers depend on this module; this module depends only on the domain
+//! modules, so every import arrow runs one way: handlers → state → domain.
+
+use std::sync::Arc;
+
+use crate::auth::oidc::Provider;
+use crate::auth::refresh::Refresher;
+use crate::demo::Demo;
+use crate::jwt::Verifier;
+use crate::logging::RefusalLog;
+use crate::mail::MailClient;
+use crate::pages::Chrome;
+use crate::session::{CookieShape, TypedSession};
+use crate::session_store::Redis;
+use crate::settings::Settings;
+
+/// Everything the handlers share, built once.
+pub struct AppState {
+    pub settings: Settings,
+    pub http: reqwest::Client,
+    pub provider: Provider,
+    pub verifier: Verifier,
+    pub mail: MailClient,
+    pub demo: Option<Demo>,
+    /// The shared session store, with `SESSION_STORE=redis`.
+    pub redis: Option<Arc<Redis>>,
+    pub refresher: Refresher,
+    /// Rate-limited logging of refused actions (a flood cannot fill the disk).
+    pub refusals: RefusalLog,
+    /// The session cookie's key and shape, with the cookie store (to measure it).
+    pub cookie: Option<CookieShape>,
+    /// The key that encrypts session cookies.
+    pub session_key: actix_web::cookie::Key,
+}
+
+impl AppState {
+    /// Whether the session store can be used now (always, for the cookie store).
+    pub async fn sessions_available(&self) -> bool {
+        match &self.redis {
+            None => true,
+            Some(r) => r.ping().await.is_ok(),
+        }
+    }
+
+    /// The page frame for this request: demo banner and signed-in name.
+    pub fn chrome(&self, session: &TypedSession) -> Chrome {
+        Chrome {
+            demo: self.settings.demo,
+            user: session.user().map(|u| u.name),
+        }
+    }
+
+    /// The session cookie's name: `__Host-`-prefixed on https, so that no
+    /// subdomain or plain-http page can set or shadow it.
+    pub fn cookie_name(&self) -> &'static str {
+        crate::session::cookie_name(self.settings.https())
+    }
+}
