@@ -171,11 +171,14 @@ impl TypedSession {
             .map_err(|e| SessionError::Write(e.to_string()))
     }
 
-    /// Spends the admin-consent `state`, if any.
-    pub fn take_admin_consent_state(&self) -> Option<String> {
-        self.0
-            .remove_as::<String>(ADMIN_CONSENT_STATE)
-            .and_then(Result::ok)
+    /// The `state` of the admin-consent link this browser was given, if any.
+    pub fn admin_consent_state(&self) -> Option<String> {
+        self.0.get::<String>(ADMIN_CONSENT_STATE).ok().flatten()
+    }
+
+    /// Spends the admin-consent `state` (once an answer matched it).
+    pub fn consume_admin_consent_state(&self) {
+        self.0.remove(ADMIN_CONSENT_STATE);
     }
 
     /// Signs the person in: a new session id (no fixation), the user and the
@@ -250,9 +253,14 @@ pub struct CookieShape {
 }
 
 impl CookieShape {
-    /// The length of the `Set-Cookie` value the middleware would send for
-    /// `state`: encrypted by the same private jar, percent-encoded as sent
-    /// (`%2F`, `%3D`…), with every attribute.
+    /// An upper bound (beyond any realistic doubt) of the `Set-Cookie` the
+    /// middleware will send for `state`: encrypted by the same private jar,
+    /// percent-encoded as sent, with every attribute.
+    ///
+    /// The ciphertext is random, so the number of `/` in its base64 (each sent
+    /// as `%2F`, two bytes more) differs from one encryption to the next: one
+    /// in 64 characters on average. The bound allows six standard deviations
+    /// over that average, and both padding `=` (`%3D`).
     pub fn set_cookie_len(&self, state: &HashMap<String, String>) -> Result<usize, SessionError> {
         let value = serde_json::to_string(state).map_err(|e| SessionError::Write(e.to_string()))?;
         let mut cookie = Cookie::new(cookie_name(self.https), value);
@@ -262,12 +270,16 @@ impl CookieShape {
         cookie.set_same_site(SameSite::Lax);
         let mut jar = CookieJar::new();
         jar.private_mut(&self.key).add(cookie);
-        let sent = jar
+        let cookie = jar
             .delta()
             .next()
-            .map(|c| c.encoded().to_string().len())
             .ok_or_else(|| SessionError::Write("the cookie jar lost the cookie".into()))?;
-        Ok(sent)
+        let sent = cookie.encoded().to_string().len();
+        let raw = cookie.value();
+        let escaped = raw.bytes().filter(|b| matches!(b, b'/' | b'=')).count();
+        let average = raw.len() as f64 / 64.0;
+        let worst_slashes = (average + 6.0 * average.sqrt()).ceil() as usize;
+        Ok(sent - 2 * escaped + 2 * (worst_slashes + 2))
     }
 }
 

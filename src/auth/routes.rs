@@ -118,10 +118,11 @@ async fn finish_sign_in(
 
     if q.admin_consent.is_some() {
         // An administrator's answer to the consent link: only for the link we made.
-        let expected = session.take_admin_consent_state();
+        let expected = session.admin_consent_state();
         if !expected.as_deref().is_some_and(state_matches) {
             return Err(AppError::StateMismatch);
         }
+        session.consume_admin_consent_state();
         return match q.error {
             None if q
                 .admin_consent

@@ -420,3 +420,34 @@ pub async fn sign_in_as(app: &TestApp, person: usize) {
     let r = app.get(&callback).await;
     assert_eq!(r.status(), 302, "{}", body(r).await);
 }
+
+/// Everything the app logs during the tests, in one buffer (the subscriber is
+/// global because the app logs from its worker threads). Tests find their own
+/// lines by a value unique to them.
+pub fn captured_logs() -> String {
+    use std::sync::OnceLock;
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let buffer = BUFFER.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(writer.clone()))
+            .try_init();
+        buffer
+    });
+    String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

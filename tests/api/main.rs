@@ -4,6 +4,7 @@
 
 mod actions;
 mod demo_flow;
+mod edges;
 mod helpers;
 mod id_token;
 mod mail;

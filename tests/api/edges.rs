@@ -1,0 +1,531 @@
+//! The edges: hostile input, hostile upstreams, and what real tenants do
+//! (claims challenges, consent blocked by policy). Issue 9, one test per defect.
+
+use std::time::Duration;
+
+use actix_web::cookie::{Cookie, CookieJar};
+use base64::Engine as _;
+use outlook_inbox::jwt::action_token::ACTIONS_APP_ID;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::helpers::*;
+
+const INBOX: &str = "/v1.0/me/mailfolders/inbox/messages";
+const APP_ID_URI: &str = "api://auth-am-edges/6cb04018-a3f5-46a7-b995-940c78f5aef3";
+
+fn v1_action_claims(idp: &MockIdp) -> Value {
+    let now = now();
+    json!({
+        "aud": APP_ID_URI, "iss": idp.v1_issuer(), "iat": now, "nbf": now, "exp": now + 3600,
+        "appid": ACTIONS_APP_ID, "tid": TENANT, "upn": "john@contoso.com", "ver": "1.0",
+    })
+}
+
+fn v2_action_claims(idp: &MockIdp) -> Value {
+    let now = now();
+    json!({
+        "aud": CLIENT_ID, "iss": idp.issuer(), "iat": now, "nbf": now, "exp": now + 3600,
+        "azp": ACTIONS_APP_ID, "tid": TENANT, "preferred_username": "john@contoso.com", "ver": "2.0",
+    })
+}
+
+async fn action(app: &TestApp, token: &str, marker: &str, body: Vec<u8>) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/expense"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Card-Correlation-Id", marker)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+// ---- 1. log forging and floods ----
+
+#[tokio::test]
+async fn a_newline_in_an_unverified_header_cannot_forge_a_log_line() {
+    captured_logs();
+    let app = spawn_app().await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    let forged_line = format!("2026-12-03T00:00:00Z  INFO expense action accepted forged-{marker}");
+    let header = json!({"alg": format!("RS256x\n{forged_line}"), "kid": "k"});
+    let token = format!("{}.{}.sig", b64(header.to_string().as_bytes()), b64(b"{}"));
+    let long_id = format!("{marker}-{}", "x".repeat(500));
+    let r = app
+        .client
+        .post(app.url("/api/expense"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Action-Request-Id", long_id.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let logs = captured_logs();
+    let ours: Vec<&str> = logs.lines().filter(|l| l.contains(&marker)).collect();
+    assert!(!ours.is_empty(), "the refusal was not logged");
+    for line in &ours {
+        assert!(line.contains("action refused"), "a forged line: {line}");
+        assert!(
+            !line.contains(&long_id),
+            "an untrusted value over 100 characters was logged"
+        );
+    }
+    assert!(
+        ours.iter().any(|l| l.contains("RS256x\\n2026-12-03")),
+        "{ours:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_of_forged_tokens_is_logged_at_a_bounded_rate_and_counted() {
+    captured_logs();
+    let app = spawn_app().await;
+    let marker = uuid::Uuid::new_v4().to_string();
+    for _ in 0..300 {
+        let r = action(&app, "not.a.token", &marker, Vec::new()).await;
+        assert_eq!(r.status(), 401);
+    }
+    let logged = captured_logs()
+        .lines()
+        .filter(|l| l.contains(&marker))
+        .count() as u64;
+    assert!(logged <= 40, "{logged} lines for 300 refusals");
+    // The rest are summed up in the periodic line.
+    assert_eq!(app.state.refusals.summarize(), 300 - logged);
+}
+
+#[tokio::test]
+async fn healthz_gives_a_fixed_reason_and_no_redis_error_text() {
+    // Nothing listens on port 9 (discard) on loopback.
+    let app = spawn_with(settings(&[
+        ("SESSION_STORE", "redis"),
+        ("REDIS_URL", "redis://127.0.0.1:9"),
+    ]))
+    .await;
+    let r = app.get("/healthz").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(body(r).await, "redis unavailable");
+}
+
+// ---- 2. no redirect loop ----
+
+#[tokio::test]
+async fn a_mail_api_that_keeps_refusing_gets_one_silent_sign_in_then_a_page() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    Mock::given(path(INBOX))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": {
+            "code": "InvalidAuthenticationToken", "message": "Access token validation failure. Invalid audience."
+        }})))
+        .mount(&idp.server)
+        .await;
+    idp.sign_in_ok(&app).await;
+    let r = app.get("/mail").await;
+    assert_eq!(location(&r), "/signin?prompt=none");
+
+    // The silent sign-in succeeds (Microsoft has a session) and the token is refused again.
+    let authorize = app.start_sign_in_silently().await;
+    let state = query(&authorize, "state").unwrap();
+    let nonce = query(&authorize, "nonce").unwrap();
+    idp.token_answers(json!({
+        "token_type": "Bearer", "expires_in": 3599, "access_token": "eyJ0eXAiOiJKV1QifQ.second.token",
+        "id_token": idp.signer.sign(&idp.id_claims(&nonce)).unwrap(),
+    }))
+    .await;
+    let r = app.get(&format!("/gettoken?code=c2&state={state}")).await;
+    assert_eq!(location(&r), "/mail");
+
+    let r = app.get("/mail").await;
+    assert_eq!(r.status(), 502, "a second redirect would start a loop");
+    let page = body(r).await;
+    assert!(page.contains("Microsoft refused access to your mailbox"));
+    assert!(page.contains("InvalidAuthenticationToken"));
+    assert!(page.contains("Invalid audience"));
+}
+
+// ---- 4. bounded token-endpoint reads ----
+
+#[tokio::test]
+async fn a_huge_token_endpoint_answer_is_not_read_whole() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    // A valid answer, padded past the cap: read whole, it would sign in.
+    let r = idp
+        .sign_in_valid(&app, json!({"padding": "A".repeat(2 * 1024 * 1024)}))
+        .await;
+    assert!(
+        r.status().is_server_error(),
+        "status {} for a 2 MB token answer",
+        r.status()
+    );
+    assert_eq!(location(&app.get("/mail").await), "/");
+}
+
+// ---- 5. no panics on upstream data ----
+
+#[tokio::test]
+async fn a_received_time_that_utc_cannot_hold_renders_as_missing() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    idp.sign_in_ok(&app).await;
+    Mock::given(path(INBOX))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"subject": "From the end of time", "receivedDateTime": "9999-12-31T23:59:59-23:59",
+             "from": {"emailAddress": {"name": "Ann", "address": "ann@contoso.com"}}}
+        ]})))
+        .mount(&idp.server)
+        .await;
+    let r = app.get("/mail").await;
+    assert_eq!(r.status(), 200);
+    assert!(body(r).await.contains("From the end of time"));
+}
+
+#[tokio::test]
+async fn an_absurd_expires_in_is_clamped_not_overflowed() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let r = idp
+        .sign_in_valid(&app, json!({"expires_in": 9_223_372_036_854_775_807u64}))
+        .await;
+    assert_eq!(r.status(), 302, "{}", body(r).await);
+    Mock::given(path(INBOX))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&idp.server)
+        .await;
+    assert_eq!(app.get("/mail").await.status(), 200);
+}
+
+// ---- 6. the action body is read only after the token ----
+
+#[tokio::test]
+async fn a_large_body_without_a_token_is_401_not_read() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/api/expense"))
+        .body(vec![b' '; 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn with_a_valid_token_bodies_over_16_kb_are_413() {
+    let idp = MockIdp::start().await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let app = spawn_with(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
+    let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
+    let fits = format!(r#"{{"action":"approve","note":"{}"}}"#, "n".repeat(16_000));
+    assert!(fits.len() <= 16 * 1024);
+    assert_eq!(
+        action(&app, &token, "m", fits.into_bytes()).await.status(),
+        200
+    );
+    let over = format!(
+        r#"{{"action":"approve","note":"{}"}}"#,
+        "n".repeat(17 * 1024)
+    );
+    let r = action(&app, &token, "m", over.into_bytes()).await;
+    assert_eq!(r.status(), 413);
+    assert!(r.headers().get("CARD-ACTION-STATUS").is_some());
+}
+
+// ---- 7. discovery at start-up, unknown v1 issuer, stale keys ----
+
+#[tokio::test]
+async fn while_v1_discovery_fails_v1_tokens_get_503_and_v2_tokens_still_work() {
+    let idp = MockIdp::start().await;
+    Mock::given(method("GET"))
+        .and(path("/common/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(1)
+        .mount(&idp.server)
+        .await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let app = spawn_with(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
+    let v1 = idp.signer.sign(&v1_action_claims(&idp)).unwrap();
+    let r = action(&app, &v1, "m", Vec::new()).await;
+    assert_eq!(r.status(), 503, "a genuine v1 token is not 'invalid'");
+    assert!(r.headers().get("CARD-ACTION-STATUS").is_some());
+    let v2 = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
+    assert_eq!(action(&app, &v2, "m", Vec::new()).await.status(), 200);
+}
+
+#[tokio::test]
+async fn v1_discovery_happens_at_start_up_not_on_the_request() {
+    let idp = MockIdp::start().await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let app = spawn_with(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
+    assert!(
+        app.state.provider.v1_issuer().is_some(),
+        "the v1 issuer was not fetched at start-up"
+    );
+}
+
+#[tokio::test]
+async fn keys_older_than_their_limit_are_not_used_when_they_cannot_be_refreshed() {
+    let idp = MockIdp::start().await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let mut s = idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]);
+    s.jwks_min_refetch = Duration::ZERO;
+    // One hour and 24 hours in production; short here so the test can age the cache.
+    s.jwks_max_age = Duration::from_millis(100);
+    s.jwks_max_stale = Duration::from_millis(300);
+    let app = spawn_with(s).await;
+    let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
+    *idp.keys.broken.lock().unwrap() = Some(502);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = action(&app, &token, "m", Vec::new()).await;
+    assert_eq!(r.status(), 503, "a key too old to trust was used");
+    // When the key endpoint is back, the same token verifies again.
+    *idp.keys.broken.lock().unwrap() = None;
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
+}
+
+// ---- 8. the cookie size check measures the real Set-Cookie ----
+
+#[tokio::test]
+async fn no_accepted_sign_in_sends_a_set_cookie_over_4096_bytes() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let mut accepted = 0;
+    let mut refused = 0;
+    // Access tokens with `/`, `+` and `=` (percent-encoded in the cookie) around the limit.
+    for size in (2400..3400).step_by(40) {
+        let person = TestApp {
+            address: app.address.clone(),
+            client: browser(),
+            state: app.state.clone(),
+        };
+        let token = format!("eyJ0eXAiOiJKV1QifQ.{}.s", "a/b+c=".repeat(size / 6));
+        let r = idp
+            .sign_in_valid(&person, json!({"access_token": token}))
+            .await;
+        match r.status().as_u16() {
+            302 => {
+                accepted += 1;
+                for c in r.headers().get_all(SET_COOKIE) {
+                    assert!(c.len() <= 4096, "a {}-byte Set-Cookie was sent", c.len());
+                }
+            }
+            413 => refused += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(
+        accepted > 0 && refused > 0,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+// ---- 9. forged callback errors ----
+
+#[tokio::test]
+async fn a_forged_error_callback_shows_no_text_and_does_not_cancel_the_sign_in() {
+    let app = spawn_app().await;
+    let callback = pick_person(&app, 0).await;
+    let r = app
+        .get("/gettoken?error=access_denied&error_description=Call%20us%20at%20555-SCAM&state=forged")
+        .await;
+    assert_eq!(r.status(), 400);
+    let page = body(r).await;
+    assert!(!page.contains("555-SCAM"), "the attacker's text was shown");
+    assert!(!page.contains("access_denied"));
+    let r = app.get(&callback).await;
+    assert_eq!(r.status(), 302, "the forged callback cancelled the sign-in");
+    assert_eq!(app.get("/mail").await.status(), 200);
+}
+
+// ---- 10. a signed-out Redis session stays signed out ----
+
+#[tokio::test]
+async fn an_update_after_sign_out_does_not_bring_the_redis_session_back() {
+    use actix_session::storage::SessionStore as _;
+    use outlook_inbox::session_store::{Redis, Store};
+    let (url, _server) = test_redis();
+    let store = Store::Redis(std::sync::Arc::new(Redis::new(&url).await.unwrap()));
+    let ttl = actix_web::cookie::time::Duration::hours(12);
+    let state = std::collections::HashMap::from([("user".to_owned(), "\"someone\"".to_owned())]);
+    let key = store.save(state.clone(), &ttl).await.unwrap();
+    assert!(store.load(&key).await.unwrap().is_some());
+    // /signout deletes the record while another request (a token refresh) still runs...
+    store.delete(&key).await.unwrap();
+    // ...and that request then writes its session back.
+    let returned = store.update(key, state, &ttl).await.unwrap();
+    assert_eq!(
+        store.load(&returned).await.unwrap(),
+        None,
+        "the deleted session came back"
+    );
+}
+
+// ---- 11. the demo stand-in's stores are bounded ----
+
+#[tokio::test]
+async fn the_demo_refuses_oversized_authorize_parameters() {
+    let app = spawn_app().await;
+    let mut authorize = app.start_sign_in().await;
+    let long = "n".repeat(60 * 1024);
+    let pairs: Vec<(String, String)> = authorize
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "nonce" {
+                long.clone()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    authorize.query_pairs_mut().clear().extend_pairs(pairs);
+    let r = app.client.get(authorize.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(body(r).await.contains("too long"));
+}
+
+// ---- 12. sessions expire after 12 hours, whatever the cookie says ----
+
+#[tokio::test]
+async fn a_cookie_session_older_than_12_hours_is_signed_out() {
+    let app = spawn_app().await;
+    sign_in_as(&app, 0).await;
+    let r = app.get("/mail").await;
+    assert_eq!(r.status(), 200);
+    // Read the cookie the browser holds, as the app would, and age it.
+    let cookie = app_cookie(&app).await;
+    let key = app.state.session_key.clone();
+    let mut jar = CookieJar::new();
+    jar.add_original(Cookie::parse_encoded(cookie).unwrap());
+    let plain = jar.private(&key).get("inbox_session").unwrap();
+    let mut state: std::collections::HashMap<String, String> =
+        serde_json::from_str(plain.value()).unwrap();
+    // The cookie store keeps no ID or refresh token.
+    assert!(!plain.value().contains("refresh_token") && !plain.value().contains("id_token"));
+    let issued: i64 = state["issued_at"].parse().unwrap();
+    state.insert("issued_at".into(), (issued - 13 * 3600).to_string());
+    jar.private_mut(&key).add(Cookie::new(
+        "inbox_session",
+        serde_json::to_string(&state).unwrap(),
+    ));
+    let aged = jar.get("inbox_session").unwrap().encoded().to_string();
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/mail"))
+        .header(COOKIE, aged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/");
+}
+
+/// The session cookie as the app last set it (name=value, percent-encoded).
+async fn app_cookie(app: &TestApp) -> String {
+    // A request that changes the session makes the app send the cookie again.
+    let r = app.get("/signin").await;
+    let c = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("inbox_session="))
+        .unwrap();
+    c.split(';').next().unwrap().to_owned()
+}
+
+// ---- claims challenges and consent ----
+
+#[tokio::test]
+async fn every_sign_in_declares_cp1() {
+    let app = spawn_app().await;
+    let authorize = app.start_sign_in().await;
+    let claims: Value = serde_json::from_str(&query(&authorize, "claims").unwrap()).unwrap();
+    assert_eq!(
+        claims,
+        json!({"access_token": {"xms_cc": {"values": ["cp1"]}}})
+    );
+}
+
+#[tokio::test]
+async fn a_claims_challenge_drops_the_token_and_signs_in_with_the_claims() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    idp.sign_in_ok(&app).await;
+    let challenge = r#"{"access_token":{"nbf":{"essential":true,"value":"1604106651"}}}"#;
+    let header = format!(
+        r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", error="insufficient_claims", claims="{}""#,
+        base64::engine::general_purpose::STANDARD.encode(challenge)
+    );
+    Mock::given(path(INBOX))
+        .respond_with(ResponseTemplate::new(401).insert_header("WWW-Authenticate", header.as_str()))
+        .mount(&idp.server)
+        .await;
+    let r = app.get("/mail").await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&r), "/signin");
+    let authorize = app.start_sign_in().await;
+    let claims: Value = serde_json::from_str(&query(&authorize, "claims").unwrap()).unwrap();
+    assert_eq!(claims["access_token"]["nbf"]["value"], "1604106651");
+    assert_eq!(claims["access_token"]["xms_cc"]["values"][0], "cp1");
+    // The challenge is used once: the next sign-in asks for cp1 only.
+    let again = app.start_sign_in().await;
+    let claims: Value = serde_json::from_str(&query(&again, "claims").unwrap()).unwrap();
+    assert!(claims["access_token"].get("nbf").is_none());
+}
+
+#[tokio::test]
+async fn consent_blocked_by_policy_gets_a_page_with_the_admin_consent_link() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let authorize = app.start_sign_in().await;
+    let state = query(&authorize, "state").unwrap();
+    let r = app
+        .get(&format!(
+            "/gettoken?error=access_denied&error_description=AADSTS90094%3A+Admin+approval+required&state={state}"
+        ))
+        .await;
+    assert_eq!(r.status(), 403);
+    let page = body(r).await;
+    assert!(page.contains("An administrator must approve this app"));
+    let start = page.find("id=\"admin-consent\" href=\"").unwrap() + 25;
+    let link = page[start..start + page[start..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let link = url::Url::parse(&link).unwrap();
+    assert_eq!(link.path(), "/common/v2.0/adminconsent");
+    assert_eq!(query(&link, "client_id").as_deref(), Some(CLIENT_ID));
+    assert_eq!(
+        query(&link, "redirect_uri"),
+        Some(format!("{}/gettoken", app.address))
+    );
+    assert_eq!(
+        query(&link, "scope").as_deref(),
+        Some("https://graph.microsoft.com/User.Read https://graph.microsoft.com/Mail.Read")
+    );
+    let consent_state = query(&link, "state").unwrap();
+
+    // A forged admin-consent answer is refused; the real one is understood.
+    let r = app
+        .get("/gettoken?admin_consent=True&tenant=x&state=forged")
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .get(&format!(
+            "/gettoken?admin_consent=True&tenant={TENANT}&state={consent_state}"
+        ))
+        .await;
+    // The forged answer spent nothing: only a matching state is consumed.
+    assert_eq!(r.status(), 200, "{}", body(r).await);
+}
