@@ -38,8 +38,6 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("could not build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("could not create the demo signing key: {0}")]
-    DemoKey(#[from] crate::jwt::signer::SignerError),
 }
 
 /// The running app: its port and server.
@@ -88,7 +86,7 @@ impl Application {
             message: "is not set".into(),
         })?;
         let demo = if settings.demo {
-            Some(Demo::new(&settings, &internal_base, http.clone())?)
+            Some(Demo::new(&settings, &internal_base, http.clone()))
         } else {
             None
         };
@@ -144,6 +142,18 @@ impl Application {
     /// action waits for it; refusals not logged one by one are summed up
     /// periodically.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        if self.state.demo.is_some() {
+            // The demo's RSA keys are made now, off the runtime's threads,
+            // while the server already answers.
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                if let Some(demo) = &state.demo
+                    && let Err(e) = demo.keys().await
+                {
+                    tracing::error!(error = %e, "the demo signing keys could not be made");
+                }
+            });
+        }
         let state = self.state.clone();
         let discovery = tokio::spawn(async move {
             state

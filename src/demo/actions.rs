@@ -7,7 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Demo, PEOPLE, TENANT_ID};
+use super::{Demo, DemoKeys, PEOPLE, TENANT_ID};
 use crate::actions::STATUS_HEADER;
 use crate::clock::now;
 use crate::error::html;
@@ -77,7 +77,11 @@ pub(super) async fn press(
         "forged" => ("Send a forged token", "approve", true),
         _ => ("Approve", "approve", false),
     };
-    let (token, token_kind) = match mint(d, person, action, forged) {
+    let minted = match d.keys().await {
+        Ok(keys) => mint(d, keys, person, action, forged),
+        Err(e) => Err(e),
+    };
+    let (token, token_kind) = match minted {
         Ok(t) => t,
         Err(_) => {
             return HttpResponse::InternalServerError().body("The demo could not sign a token.");
@@ -121,6 +125,7 @@ pub(super) async fn press(
 /// published, under the real key's `kid`.
 fn mint(
     d: &Demo,
+    keys: &DemoKeys,
     person: usize,
     action: &str,
     forged: bool,
@@ -158,12 +163,12 @@ fn mint(
         )
     };
     if forged {
-        let header = json!({"typ": "JWT", "alg": "RS256", "kid": d.signer.kid()});
+        let header = json!({"typ": "JWT", "alg": "RS256", "kid": keys.signer.kid()});
         Ok((
-            d.forger.sign_with_header(&header, &claims)?,
+            keys.forger.sign_with_header(&header, &claims)?,
             format!("{kind}, signed with an unpublished key"),
         ))
     } else {
-        Ok((d.signer.sign(&claims)?, kind.to_owned()))
+        Ok((keys.signer.sign(&claims)?, kind.to_owned()))
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use super::mailbox::{DemoMessage, Folder};
-use super::{Demo, PEOPLE};
+use super::{Demo, DemoKeys, PEOPLE};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -51,7 +51,7 @@ fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str)
 }
 
 /// Verifies the bearer token as the real API would: our key, our audience, not expired.
-fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
+fn caller(d: &Demo, keys: &DemoKeys, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
     let audience = if outlook(req) {
         "https://outlook.office.com".to_owned()
     } else if req.path().starts_with("/_demo/sharepoint/") {
@@ -64,7 +64,7 @@ fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let (n, e) = d.signer.public_components();
+    let (n, e) = keys.signer.public_components();
     let key = DecodingKey::from_rsa_raw_components(&n, &e);
     let mut validation = Validation::new(Algorithm::RS256);
     validation.leeway = 0;
@@ -87,7 +87,15 @@ pub(super) async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let person = match caller(d, &req) {
+    let Ok(keys) = d.keys().await else {
+        return graph_error(
+            &req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The demo keys are not ready.",
+        );
+    };
+    let person = match caller(d, keys, &req) {
         Ok(p) => &PEOPLE[p],
         Err(r) => return *r,
     };
@@ -125,7 +133,15 @@ pub(super) async fn messages(
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let person = match caller(d, &req) {
+    let Ok(keys) = d.keys().await else {
+        return graph_error(
+            &req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The demo keys are not ready.",
+        );
+    };
+    let person = match caller(d, keys, &req) {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -194,7 +210,15 @@ pub(super) async fn sharepoint_user(state: web::Data<AppState>, req: HttpRequest
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let person = match caller(d, &req) {
+    let Ok(keys) = d.keys().await else {
+        return graph_error(
+            &req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The demo keys are not ready.",
+        );
+    };
+    let person = match caller(d, keys, &req) {
         Ok(p) => &PEOPLE[p],
         Err(_) => {
             return HttpResponse::Unauthorized().json(json!({

@@ -134,7 +134,10 @@ pub(super) async fn keys(state: web::Data<AppState>) -> HttpResponse {
     let Some(d) = demo(&state) else {
         return not_found();
     };
-    let mut jwk = d.signer.jwk();
+    let Ok(demo_keys) = d.keys().await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    let mut jwk = demo_keys.signer.jwk();
     jwk["issuer"] = Value::String(d.issuer_template());
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "max-age=86400, private"))
@@ -495,7 +498,7 @@ pub(super) async fn token(
                     "AADSTS501481: The Code_Verifier does not match the code_challenge supplied in the authorization request.",
                 );
             }
-            issue_tokens(d, grant, true)
+            issue_tokens(d, &state, grant, true).await
         }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
@@ -510,7 +513,7 @@ pub(super) async fn token(
                         grant.scope = scope.clone();
                     }
                     grant.nonce = None;
-                    issue_tokens(d, grant, false)
+                    issue_tokens(d, &state, grant, false).await
                 }
                 _ => token_error(
                     StatusCode::BAD_REQUEST,
@@ -541,7 +544,19 @@ fn resource_of(scope: &str) -> String {
     "https://graph.microsoft.com".into()
 }
 
-fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {
+async fn issue_tokens(
+    d: &Demo,
+    _state: &AppState,
+    grant: Grant,
+    with_id_token: bool,
+) -> HttpResponse {
+    let Ok(keys) = d.keys().await else {
+        return token_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "The demo signing keys are not ready.",
+        );
+    };
     let person = &PEOPLE[grant.person];
     let now = now();
     let lifetime = 3599;
@@ -558,8 +573,8 @@ fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {
     });
     // Graph access tokens carry a `nonce` in their header (which is why clients
     // must not try to validate them); the stand-in does the same.
-    let header = json!({"typ": "JWT", "nonce": uuid::Uuid::new_v4().simple().to_string(), "alg": "RS256", "kid": d.signer.kid()});
-    let Ok(access_token) = d.signer.sign_with_header(&header, &access_claims) else {
+    let header = json!({"typ": "JWT", "nonce": uuid::Uuid::new_v4().simple().to_string(), "alg": "RS256", "kid": keys.signer.kid()});
+    let Ok(access_token) = keys.signer.sign_with_header(&header, &access_claims) else {
         return token_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -583,7 +598,7 @@ fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {
             "sub": format!("demo-sub-{}", person.oid), "tid": tid,
             "uti": uuid::Uuid::new_v4().simple().to_string(), "ver": "2.0",
         });
-        match d.signer.sign(&id_claims) {
+        match keys.signer.sign(&id_claims) {
             Ok(t) => body["id_token"] = Value::String(t),
             Err(_) => {
                 return token_error(

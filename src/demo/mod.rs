@@ -21,11 +21,30 @@ use mailbox::DemoMessage;
 
 pub use mailbox::{PEOPLE, TENANT_ID};
 
+/// The stand-in's signing keys. Generating RSA keys takes tens of
+/// milliseconds, so they are made on a blocking thread after the server
+/// listens, not before.
+pub struct DemoKeys {
+    pub signer: RsaSigner,
+    /// A key Microsoft never published, for the "forged token" button.
+    pub forger: RsaSigner,
+}
+
+impl DemoKeys {
+    fn generate() -> Result<Self, SignerError> {
+        Ok(Self {
+            signer: RsaSigner::generate(format!(
+                "demo-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ))?,
+            forger: RsaSigner::generate("forged")?,
+        })
+    }
+}
+
 /// The client id and secret the stand-in accepts, and its keys and state.
 pub struct Demo {
-    signer: RsaSigner,
-    /// A key Microsoft never published, for the "forged token" button.
-    forger: RsaSigner,
+    keys: tokio::sync::OnceCell<DemoKeys>,
     client_id: String,
     client_secret: Secret,
     redirect_uri: String,
@@ -43,21 +62,13 @@ pub struct Demo {
 }
 
 impl Demo {
-    pub fn new(
-        settings: &Settings,
-        internal_base: &str,
-        http: reqwest::Client,
-    ) -> Result<Self, SignerError> {
+    pub fn new(settings: &Settings, internal_base: &str, http: reqwest::Client) -> Self {
         // Whole seconds, as Graph reports them.
         let now = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap_or_else(|_| OffsetDateTime::now_utc());
-        Ok(Self {
-            signer: RsaSigner::generate(format!(
-                "demo-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            ))?,
-            forger: RsaSigner::generate("forged")?,
+        Self {
+            keys: tokio::sync::OnceCell::new(),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             redirect_uri: settings.redirect_uri(),
@@ -76,12 +87,19 @@ impl Demo {
                 .unwrap_or_default(),
             legacy_actions: settings.action_scheme == crate::settings::ActionScheme::Legacy,
             legacy_issuer: settings.action_issuer.clone(),
-        })
+        }
     }
 
-    /// The signing key, for tests that mint tokens the stand-in would.
-    pub fn signer(&self) -> &RsaSigner {
-        &self.signer
+    /// The signing keys, generated on first use (off the async runtime's
+    /// threads); concurrent callers wait for the one generation.
+    pub async fn keys(&self) -> Result<&DemoKeys, SignerError> {
+        self.keys
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(DemoKeys::generate)
+                    .await
+                    .map_err(|_| SignerError("key generation"))?
+            })
+            .await
     }
 
     /// The issuer template of the demo v2.0 endpoint.

@@ -20,7 +20,7 @@ pub struct RsaSigner {
 
 #[derive(Debug, thiserror::Error)]
 #[error("RSA {0} failed")]
-pub struct SignerError(&'static str);
+pub struct SignerError(pub &'static str);
 
 impl RsaSigner {
     /// Generates a new RSA-2048 key (takes tens of milliseconds).
