@@ -59,6 +59,12 @@ pub enum AppError {
     Mail(#[from] MailError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// `?page=` is not a whole number from 1 to 50.
+    #[error("no such Inbox page")]
+    BadPage,
+    /// A message id of a shape no message has (checked before any call).
+    #[error("no such message id")]
+    NoSuchMessage,
     /// The tenant does not let this person consent; an administrator must.
     #[error("consent is missing")]
     ConsentRequired { admin_consent_url: String },
@@ -240,6 +246,15 @@ impl AppError {
                         cid,
                         ("/mail", "Try again"),
                     ),
+                    MailError::NotFound { .. } => (
+                        StatusCode::NOT_FOUND,
+                        "This message no longer exists",
+                        "It may have been deleted, or moved somewhere this app cannot see.",
+                        None,
+                        None,
+                        None,
+                        ("/mail", "Back to your Inbox"),
+                    ),
                     MailError::Unreachable { .. } | MailError::Unauthorized { .. } => (
                         StatusCode::BAD_GATEWAY,
                         "Your mailbox could not be reached",
@@ -251,6 +266,24 @@ impl AppError {
                     ),
                 }
             }
+            AppError::BadPage => (
+                StatusCode::BAD_REQUEST,
+                "There is no such page of your Inbox",
+                "Inbox pages are numbered from 1 (the newest ten messages) to 50.",
+                None,
+                None,
+                None,
+                ("/mail", "Go to your Inbox"),
+            ),
+            AppError::NoSuchMessage => (
+                StatusCode::NOT_FOUND,
+                "There is no such message",
+                "This address does not name a message.",
+                None,
+                None,
+                None,
+                ("/mail", "Go to your Inbox"),
+            ),
             AppError::ConsentRequired { .. } => (
                 StatusCode::FORBIDDEN,
                 "An administrator must approve this app",

@@ -3,7 +3,7 @@
 use askama::Template;
 use time::OffsetDateTime;
 
-use crate::mail::model::{iso_time, readable_time};
+use crate::mail::model::{Address, iso_time, readable_size, readable_time};
 use crate::mail::{Message, Profile};
 use crate::sharepoint::SharePointUser;
 
@@ -76,26 +76,133 @@ impl Person {
 pub struct InboxView {
     pub chrome: Chrome,
     pub email: String,
+    pub page: u32,
+    /// The page of newer messages, if any.
+    pub newer: Option<u32>,
+    /// The page of older messages, if any.
+    pub older: Option<u32>,
     pub rows: Vec<MessageRow>,
 }
 
 /// A message as the Inbox table shows it.
 pub struct MessageRow {
+    /// The message's link (`/mail/{id}`), when it has a usable id.
+    pub href: Option<String>,
     pub from_name: Option<String>,
     pub from_address: Option<String>,
     pub subject: Option<String>,
     pub received_text: Option<String>,
     pub received_iso: Option<String>,
+    pub unread: bool,
+    pub has_attachments: bool,
+    pub important: bool,
 }
 
 impl MessageRow {
     pub fn new(m: Message, now: OffsetDateTime) -> Self {
         MessageRow {
+            href: m.id.as_ref().map(|id| format!("/mail/{id}")),
             received_text: m.received.map(|t| readable_time(t, now)),
             received_iso: m.received.map(iso_time),
             from_name: m.from_name,
             from_address: m.from_address,
             subject: m.subject,
+            unread: m.unread,
+            has_attachments: m.has_attachments,
+            important: m.important,
+        }
+    }
+}
+
+/// One message: its headers, attachments and the frame its body shows in.
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessageView {
+    pub chrome: Chrome,
+    pub subject: Option<String>,
+    pub from: Option<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub received_text: Option<String>,
+    pub received_iso: Option<String>,
+    pub important: bool,
+    pub attachments: Vec<(String, Option<String>)>,
+    /// "Open in Outlook on the web", when the link is to Outlook itself.
+    pub web_link: Option<String>,
+    pub images: bool,
+    /// `/mail/{id}`.
+    pub href: String,
+}
+
+impl MessageView {
+    pub fn new(
+        chrome: Chrome,
+        m: Message,
+        web_link: Option<String>,
+        images: bool,
+        now: OffsetDateTime,
+    ) -> Self {
+        let from = (m.from_name.is_some() || m.from_address.is_some()).then(|| Address {
+            name: m.from_name.clone(),
+            address: m.from_address.clone(),
+        });
+        MessageView {
+            chrome,
+            href: format!("/mail/{}", m.id.as_deref().unwrap_or_default()),
+            subject: m.subject,
+            from,
+            to: m.to,
+            cc: m.cc,
+            received_text: m.received.map(|t| readable_time(t, now)),
+            received_iso: m.received.map(iso_time),
+            important: m.important,
+            attachments: m
+                .attachments
+                .into_iter()
+                .map(|a| (a.name, a.size.map(readable_size)))
+                .collect(),
+            web_link,
+            images,
+        }
+    }
+}
+
+/// A message body as its own document (for the sandboxed frame): sanitized
+/// HTML, escaped text, or a one-line note.
+#[derive(Template)]
+#[template(path = "mail_body.html")]
+pub struct BodyView {
+    /// Already sanitized by [`crate::mail::sanitize`]; inserted as is.
+    pub html: Option<String>,
+    /// Escaped by the template.
+    pub text: Option<String>,
+    pub note: Option<String>,
+    pub truncated: bool,
+}
+
+impl BodyView {
+    pub fn html(html: String, truncated: bool) -> Self {
+        Self {
+            html: Some(html),
+            text: None,
+            note: None,
+            truncated,
+        }
+    }
+    pub fn text(text: String, truncated: bool) -> Self {
+        Self {
+            html: None,
+            text: Some(text),
+            note: None,
+            truncated,
+        }
+    }
+    pub fn note(note: &str) -> Self {
+        Self {
+            html: None,
+            text: None,
+            note: Some(note.to_owned()),
+            truncated: false,
         }
     }
 }

@@ -104,6 +104,11 @@ impl Application {
         });
         let state = web::Data::new(AppState {
             refusals: RefusalLog::new(),
+            sanitizer: Arc::new(crate::mail::sanitize::Sanitizer::new(
+                settings
+                    .demo
+                    .then(|| settings.public_url.origin().ascii_serialization()),
+            )),
             cookie,
             session_key,
             redis,
@@ -229,6 +234,8 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .route("/gettoken", web::get().to(auth::routes::gettoken))
             .route("/signout", web::get().to(auth::routes::signout))
             .route("/mail", web::get().to(mail::routes::inbox))
+            .route("/mail/{id}", web::get().to(mail::routes::message))
+            .route("/mail/{id}/body", web::get().to(mail::routes::body))
             .route("/api/expense", web::post().to(actions::expense))
             .route("/static/site.css", web::get().to(stylesheet))
             .route("/static/icon.svg", web::get().to(icon))

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
+use super::bodies::DemoBody;
 use super::mailbox::{DemoMessage, Folder};
 use super::{Demo, DemoKeys, PEOPLE};
 use crate::state::AppState;
@@ -122,6 +123,8 @@ pub(super) async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
 pub(super) struct ListParams {
     #[serde(rename = "$top")]
     top: Option<String>,
+    #[serde(rename = "$skip")]
+    skip: Option<String>,
 }
 
 pub(super) async fn messages(
@@ -170,21 +173,161 @@ pub(super) async fn messages(
             );
         }
     };
+    let skip = match q.skip.as_deref().map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return graph_error(
+                &req,
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Invalid value for $skip.",
+            );
+        }
+    };
     let mut found: Vec<&DemoMessage> = d.mailboxes[person]
         .iter()
         .filter(|m| m.folder == folder)
         .collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.received));
     let pascal = outlook(&req);
-    let value: Vec<Value> = found.iter().take(top).map(|m| render(m, pascal)).collect();
-    respond(
-        &req,
-        StatusCode::OK,
-        json!({ "@odata.context": "demo", "value": value }),
-    )
+    let value: Vec<Value> = found
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|m| render(m, pascal, &d.public_base))
+        .collect();
+    let mut body = json!({ "@odata.context": "demo", "value": value });
+    if found.len() > skip.saturating_add(top) {
+        // Like Graph: the whole URL of the next page, to be followed as is.
+        let (skip_name, top_name) = ("%24skip", "%24top");
+        body["@odata.nextLink"] = Value::String(format!(
+            "{}{}?{top_name}={top}&{skip_name}={}",
+            d.internal_base,
+            req.path(),
+            skip + top
+        ));
+    }
+    respond(&req, StatusCode::OK, body)
 }
 
-fn render(m: &DemoMessage, pascal: bool) -> Value {
+#[derive(Deserialize)]
+pub(super) struct MessageParams {
+    #[serde(rename = "$select")]
+    select: Option<String>,
+}
+
+/// One message: headers and attachments, or (with `$select=body`) its body.
+pub(super) async fn message(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<MessageParams>,
+) -> HttpResponse {
+    let Some(d) = state.demo.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let Ok(keys) = d.keys().await else {
+        return graph_error(
+            &req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The demo keys are not ready.",
+        );
+    };
+    let person = match caller(d, keys, &req) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let Some(m) = d.mailboxes[person].iter().find(|m| m.id == *id) else {
+        return graph_error(
+            &req,
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The specified object was not found in the store.",
+        );
+    };
+    let pascal = outlook(&req);
+    let wants_body = q
+        .select
+        .as_deref()
+        .is_some_and(|s| s.split(',').any(|f| f.eq_ignore_ascii_case("body")));
+    if wants_body {
+        let (kind, content) = match &m.body {
+            DemoBody::Html(h) => ("html", h.to_string()),
+            DemoBody::Text(t) => ("text", t.to_string()),
+        };
+        let body = if pascal {
+            json!({"@odata.etag": format!("W/\"{}\"", m.id), "Id": m.id, "Body": {"ContentType": if kind == "html" { "HTML" } else { "Text" }, "Content": content}})
+        } else {
+            json!({"@odata.etag": format!("W/\"{}\"", m.id), "id": m.id, "body": {"contentType": kind, "content": content}})
+        };
+        return respond(&req, StatusCode::OK, body);
+    }
+    let mut value = render(m, pascal, &d.public_base);
+    let people = |list: &[(String, String)]| -> Vec<Value> {
+        list.iter()
+            .map(|(n, a)| {
+                if pascal {
+                    json!({"EmailAddress": {"Name": n, "Address": a}})
+                } else {
+                    json!({"emailAddress": {"name": n, "address": a}})
+                }
+            })
+            .collect()
+    };
+    let attachments: Vec<Value> = m
+        .attachments
+        .iter()
+        .map(|(name, size)| {
+            if pascal {
+                json!({"Name": name, "Size": size})
+            } else {
+                json!({"name": name, "size": size})
+            }
+        })
+        .collect();
+    if pascal {
+        value["ToRecipients"] = Value::Array(people(&m.to));
+        value["CcRecipients"] = Value::Array(people(&m.cc));
+        value["Attachments"] = Value::Array(attachments);
+    } else {
+        value["toRecipients"] = Value::Array(people(&m.to));
+        value["ccRecipients"] = Value::Array(people(&m.cc));
+        value["attachments"] = Value::Array(attachments);
+    }
+    respond(&req, StatusCode::OK, value)
+}
+
+/// A stand-in "remote" image for newsletters.
+pub(super) async fn image() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(HERO_SVG)
+}
+
+const HERO_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="600" height="160" viewBox="0 0 600 160"><rect width="600" height="160" fill="#e8f1fb"/><circle cx="90" cy="80" r="46" fill="#0f6cbd"/><rect x="170" y="52" width="300" height="18" rx="4" fill="#0b5699"/><rect x="170" y="86" width="220" height="14" rx="4" fill="#5b616b"/></svg>"##;
+
+/// The stand-in tracking pixel: counts every request, so tests can prove
+/// nothing fetched it behind the reader's back.
+pub(super) async fn tracker(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(d) = state.demo.as_ref() {
+        d.tracker_hits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    HttpResponse::Ok()
+        .content_type("image/gif")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(&b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"[..])
+}
+
+fn render(m: &DemoMessage, pascal: bool, public_base: &str) -> Value {
+    let web_link = format!(
+        "{public_base}/_demo/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem",
+        m.id
+    );
+    let importance = if m.important { "high" } else { "normal" };
     let received = m.received.format(&Rfc3339).unwrap_or_default();
     let from = m
         .from
@@ -195,12 +338,16 @@ fn render(m: &DemoMessage, pascal: bool) -> Value {
             "@odata.etag": format!("W/\"{}\"", m.id), "Id": m.id,
             "ReceivedDateTime": received, "Subject": m.subject,
             "From": from.map(|(n, a)| json!({"EmailAddress": {"Name": n, "Address": a}})),
+            "IsRead": !m.unread, "HasAttachments": !m.attachments.is_empty(),
+            "Importance": if m.important { "High" } else { "Normal" }, "WebLink": web_link,
         })
     } else {
         json!({
             "@odata.etag": format!("W/\"{}\"", m.id), "id": m.id,
             "receivedDateTime": received, "subject": m.subject,
             "from": from.map(|(n, a)| json!({"emailAddress": {"name": n, "address": a}})),
+            "isRead": !m.unread, "hasAttachments": !m.attachments.is_empty(),
+            "importance": importance, "webLink": web_link,
         })
     }
 }

@@ -680,3 +680,15 @@ pub(super) async fn logout(
     let _ = response.add_cookie(&cookie);
     response
 }
+
+/// Where "Open in Outlook on the web" leads in demo mode.
+pub(super) async fn outlook_web() -> HttpResponse {
+    html(
+        StatusCode::OK,
+        &MessageView {
+            chrome: chrome(),
+            title: "Outlook on the web (demo)",
+            detail: "With a real Microsoft account, this link opens the message in Outlook on the web.",
+        },
+    )
+}

@@ -1,6 +1,10 @@
 //! The demo people and their mailboxes: realistic, varied, and awkward on purpose.
 
+use std::sync::Arc;
+
 use time::{Duration, OffsetDateTime};
+
+use super::bodies::{self, DemoBody};
 
 /// A person of the demo tenant.
 pub struct DemoPerson {
@@ -54,6 +58,12 @@ pub struct DemoMessage {
     /// `None` for a draft; a sender may have no display name.
     pub from: Option<(Option<String>, String)>,
     pub received: OffsetDateTime,
+    pub body: DemoBody,
+    pub unread: bool,
+    pub important: bool,
+    pub attachments: Vec<(&'static str, u64)>,
+    pub to: Vec<(String, String)>,
+    pub cc: Vec<(String, String)>,
 }
 
 /// (sender name, sender address, subject) for the Inbox, newest first.
@@ -199,7 +209,12 @@ const INBOX: &[(Option<&str>, &str, &str)] = &[
 /// Builds `person`'s mailbox with times relative to `now`: at least 25 Inbox
 /// messages spread over about six weeks, plus Sent and Drafts items that are
 /// newer than any Inbox message (so a query that forgets the folder shows them).
-pub fn mailbox(person: usize, now: OffsetDateTime) -> Vec<DemoMessage> {
+pub fn mailbox(
+    person: usize,
+    now: OffsetDateTime,
+    base: &str,
+    long: &Arc<str>,
+) -> Vec<DemoMessage> {
     let me = &PEOPLE[person % PEOPLE.len()];
     let mut messages = Vec::new();
     let mut at = now - Duration::minutes(17 + 11 * person as i64);
@@ -210,12 +225,25 @@ pub fn mailbox(person: usize, now: OffsetDateTime) -> Vec<DemoMessage> {
         } else {
             (*name, *address, *subject)
         };
+        let id = format!("AAMkAD{person}{i:03}");
+        let extras = bodies::extras(i, subject, base, &id, long);
+        let cc = if i.is_multiple_of(3) {
+            vec![("Nestor Wilke".to_owned(), "NestorW@contoso.com".to_owned())]
+        } else {
+            vec![]
+        };
         messages.push(DemoMessage {
-            id: format!("AAMkAD{person}{i:03}"),
+            id,
             folder: Folder::Inbox,
             subject: subject.to_owned(),
             from: Some((name.map(str::to_owned), address.to_owned())),
             received: at,
+            body: extras.body,
+            unread: extras.unread,
+            important: extras.important,
+            attachments: extras.attachments,
+            to: vec![(me.name.to_owned(), me.upn.to_owned())],
+            cc,
         });
         // Gaps grow from minutes to days, like a real Inbox.
         at -= Duration::minutes(23 + (i as i64 * i as i64) * 9 + (i as i64 % 3) * 41);
@@ -226,6 +254,12 @@ pub fn mailbox(person: usize, now: OffsetDateTime) -> Vec<DemoMessage> {
         subject: "SENT ITEM: Re: Q4 budget review".into(),
         from: Some((Some(me.name.into()), me.upn.into())),
         received: now - Duration::minutes(2),
+        body: DemoBody::Text(Arc::from("Sent.")),
+        unread: false,
+        important: false,
+        attachments: vec![],
+        to: vec![],
+        cc: vec![],
     });
     messages.push(DemoMessage {
         id: format!("AAMkAD{person}D01"),
@@ -233,6 +267,12 @@ pub fn mailbox(person: usize, now: OffsetDateTime) -> Vec<DemoMessage> {
         subject: "DRAFT: notes for Thursday".into(),
         from: None,
         received: now - Duration::minutes(1),
+        body: DemoBody::Text(Arc::from("Draft.")),
+        unread: false,
+        important: false,
+        attachments: vec![],
+        to: vec![],
+        cc: vec![],
     });
     messages
 }
@@ -245,7 +285,8 @@ mod tests {
     fn every_inbox_is_big_enough_and_spans_weeks() {
         let now = OffsetDateTime::now_utc();
         for p in 0..PEOPLE.len() {
-            let inbox: Vec<_> = mailbox(p, now)
+            let long: Arc<str> = Arc::from("x");
+            let inbox: Vec<_> = mailbox(p, now, "http://127.0.0.1:8000", &long)
                 .into_iter()
                 .filter(|m| m.folder == Folder::Inbox)
                 .collect();

@@ -5,6 +5,7 @@
 //! JWT and mail code it uses against Microsoft; only the endpoints differ.
 
 mod actions;
+pub mod bodies;
 mod graph;
 mod idp;
 pub mod mailbox;
@@ -53,6 +54,9 @@ pub struct Demo {
     /// Where the app itself reaches us (the bound address).
     internal_base: String,
     mailboxes: Vec<Vec<DemoMessage>>,
+    /// Requests for the demo's tracking pixel: a mail reader that protects
+    /// privacy makes none until the reader asks for remote images.
+    pub tracker_hits: std::sync::atomic::AtomicUsize,
     codes: Mutex<HashMap<String, idp::Grant>>,
     refresh_tokens: Mutex<HashMap<String, idp::Grant>>,
     http: reqwest::Client,
@@ -74,9 +78,15 @@ impl Demo {
             redirect_uri: settings.redirect_uri(),
             public_base: settings.public_base().to_owned(),
             internal_base: internal_base.to_owned(),
-            mailboxes: (0..PEOPLE.len())
-                .map(|p| mailbox::mailbox(p, now))
-                .collect(),
+            mailboxes: {
+                // One 1 MB body, shared by the three mailboxes.
+                let long: std::sync::Arc<str> = bodies::long_thread(1024 * 1024).into();
+                let base = settings.public_base();
+                (0..PEOPLE.len())
+                    .map(|p| mailbox::mailbox(p, now, base, &long))
+                    .collect()
+            },
+            tracker_hits: std::sync::atomic::AtomicUsize::new(0),
             codes: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
             http,
@@ -133,6 +143,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/outlook/api/v2.0/me/mailfolders/{folder}/messages",
                 web::get().to(graph::messages),
             )
+            .route(
+                "/graph/v1.0/me/messages/{id}",
+                web::get().to(graph::message),
+            )
+            .route(
+                "/outlook/api/v2.0/me/messages/{id}",
+                web::get().to(graph::message),
+            )
+            .route("/images/hero.svg", web::get().to(graph::image))
+            .route("/tracker/open.gif", web::get().to(graph::tracker))
+            .route("/owa/", web::get().to(idp::outlook_web))
             .route(
                 "/{tenant}/v2.0/.well-known/openid-configuration",
                 web::get().to(idp::discovery),

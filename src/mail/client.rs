@@ -5,13 +5,28 @@ use reqwest::header::{ACCEPT, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde::de::DeserializeOwned;
 use url::Url;
 
-use super::model::{Envelope, Message, Profile, RawProfile};
+use super::model::{
+    Body, Envelope, InboxPage, Message, Profile, RawBody, RawMessage, RawProfile, valid_id,
+};
 use crate::http::read_limited;
 use crate::logging::clean;
 use crate::settings::MailApi;
 
-/// Largest mail API answer we buffer (ten messages with three fields each are a few KB).
+/// Largest mail API answer we buffer (ten messages with a few fields each are a few KB).
 const MAX_BODY: usize = 1024 * 1024;
+
+/// The most of one message body read: a 1 MB body shows whole, a larger one is cut here.
+pub const MAX_MESSAGE_BODY: usize = 2 * 1024 * 1024;
+
+/// Everything but unreserved characters and `=` is percent-encoded in a path
+/// segment (ids are checked first; this is the second wall).
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'=');
+
+const IMMUTABLE_ID: &str = "IdType=\"ImmutableId\"";
+const BODY_HTML: &str = "outlook.body-content-type=\"html\"";
 
 /// A throttled call is retried once when the server asks for at most this long.
 const MAX_RETRY_WAIT: f64 = 5.0;
@@ -47,6 +62,9 @@ pub enum MailError {
     Timeout { client_request_id: String },
     #[error("the mail API could not be reached (client-request-id {client_request_id})")]
     Unreachable { client_request_id: String },
+    /// The message does not exist (any more), or the id is not a message id.
+    #[error("no such message (client-request-id {client_request_id})")]
+    NotFound { client_request_id: String },
     #[error(
         "the mail API sent an answer we could not read (client-request-id {client_request_id})"
     )]
@@ -70,6 +88,7 @@ impl MailError {
             }
             | MailError::Timeout { client_request_id }
             | MailError::Unreachable { client_request_id }
+            | MailError::NotFound { client_request_id }
             | MailError::Malformed {
                 client_request_id, ..
             } => client_request_id,
@@ -93,22 +112,109 @@ impl MailClient {
         }
     }
 
-    /// The path and query of the Inbox call for this flavour.
-    pub fn inbox_path(&self) -> &'static str {
+    /// The path and query of the Inbox call for this flavour: page `page`
+    /// (1-based) of ten, newest first, with only the fields the list shows.
+    pub fn inbox_path(&self, page: u32) -> String {
+        let skip = match page {
+            0 | 1 => String::new(),
+            n => format!("&$skip={}", 10 * (n - 1)),
+        };
         match self.api {
-            MailApi::Graph => {
-                "/me/mailfolders/inbox/messages?$top=10&$select=receivedDateTime,subject,from&$orderby=receivedDateTime%20DESC"
-            }
-            MailApi::Outlook => {
-                "/me/mailfolders/inbox/messages?$top=10&$select=ReceivedDateTime,Subject,From&$orderby=ReceivedDateTime%20DESC"
-            }
+            MailApi::Graph => format!(
+                "/me/mailfolders/inbox/messages?$top=10{skip}&$select=receivedDateTime,subject,from,isRead,hasAttachments,importance&$orderby=receivedDateTime%20DESC"
+            ),
+            MailApi::Outlook => format!(
+                "/me/mailfolders/inbox/messages?$top=10{skip}&$select=ReceivedDateTime,Subject,From,IsRead,HasAttachments,Importance&$orderby=ReceivedDateTime%20DESC"
+            ),
         }
     }
 
-    /// The ten most recent Inbox messages, newest first.
-    pub async fn inbox(&self, token: &str, mailbox: &str) -> Result<Vec<Message>, MailError> {
-        let envelope: Envelope = self.get(self.inbox_path(), token, mailbox, true).await?;
-        Ok(envelope.value.into_iter().map(Message::from).collect())
+    /// One page of ten Inbox messages, newest first.
+    pub async fn inbox(
+        &self,
+        token: &str,
+        mailbox: &str,
+        page: u32,
+    ) -> Result<InboxPage, MailError> {
+        let envelope: Envelope = self
+            .get(&self.inbox_path(page), token, mailbox, true)
+            .await?;
+        Ok(InboxPage {
+            more: envelope.next_link.is_some(),
+            messages: envelope.value.into_iter().map(Message::from).collect(),
+        })
+    }
+
+    /// `/me/messages/{id}` with `query`; the id is checked and percent-encoded.
+    fn message_path(&self, id: &str, query: &str) -> Result<String, MailError> {
+        if !valid_id(id) {
+            return Err(MailError::NotFound {
+                client_request_id: String::new(),
+            });
+        }
+        let segment = percent_encoding::utf8_percent_encode(id, PATH_SEGMENT);
+        Ok(format!("/me/messages/{segment}?{query}"))
+    }
+
+    /// One message's headers, recipients and attachments (not its body).
+    pub async fn message(
+        &self,
+        token: &str,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<Message, MailError> {
+        let query = match self.api {
+            MailApi::Graph => {
+                "$select=subject,from,toRecipients,ccRecipients,receivedDateTime,isRead,hasAttachments,importance,webLink&$expand=attachments($select=name,size)"
+            }
+            MailApi::Outlook => {
+                "$select=Subject,From,ToRecipients,CcRecipients,ReceivedDateTime,IsRead,HasAttachments,Importance,WebLink&$expand=Attachments($select=Name,Size)"
+            }
+        };
+        let path = self.message_path(id, query)?;
+        let raw: RawMessage = self.get(&path, token, mailbox, true).await?;
+        let mut message = Message::from(raw);
+        // The id we asked for, whatever the answer says.
+        message.id = Some(id.to_owned());
+        Ok(message)
+    }
+
+    /// One message's body, as HTML when it has one. A body over
+    /// [`MAX_MESSAGE_BODY`] is cut there (`true` in the answer), never read whole.
+    pub async fn body(
+        &self,
+        token: &str,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<(Body, bool), MailError> {
+        let query = match self.api {
+            MailApi::Graph => "$select=body",
+            MailApi::Outlook => "$select=Body",
+        };
+        let path = self.message_path(id, query)?;
+        let answer = self
+            .fetch(
+                &path,
+                token,
+                mailbox,
+                true,
+                Some(BODY_HTML),
+                Read::Prefix(MAX_MESSAGE_BODY),
+            )
+            .await?;
+        let (raw, truncated) = parse_body(&answer.bytes, answer.truncated).ok_or_else(|| {
+            tracing::warn!(client_request_id = %answer.client_request_id, request_id = ?answer.request_id, "the message body is not the expected JSON");
+            MailError::Malformed {
+                client_request_id: answer.client_request_id.clone(),
+                request_id: answer.request_id.clone(),
+            }
+        })?;
+        let content = raw.content.unwrap_or_default();
+        let body = match raw.content_type.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("html") => Body::Html(content),
+            _ => Body::Text(content),
+        };
+        Ok((body, truncated))
     }
 
     /// The signed-in person's name and job title (`/me`).
@@ -128,6 +234,29 @@ impl MailClient {
         mailbox: &str,
         retry: bool,
     ) -> Result<T, MailError> {
+        let answer = self
+            .fetch(path, token, mailbox, retry, None, Read::Whole(MAX_BODY))
+            .await?;
+        serde_json::from_slice(&answer.bytes).map_err(|e| {
+            tracing::warn!(client_request_id = %answer.client_request_id, request_id = ?answer.request_id, error = %e, "mail API answer is not the expected JSON");
+            MailError::Malformed {
+                client_request_id: answer.client_request_id,
+                request_id: answer.request_id,
+            }
+        })
+    }
+
+    /// One call with the design's headers, retrying once on a short
+    /// throttle; every failure is logged with both request ids.
+    async fn fetch(
+        &self,
+        path: &str,
+        token: &str,
+        mailbox: &str,
+        retry: bool,
+        prefer: Option<&str>,
+        read: Read,
+    ) -> Result<Answer, MailError> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0;
         loop {
@@ -140,6 +269,15 @@ impl MailClient {
                 .header(ACCEPT, "application/json")
                 .header("client-request-id", &client_request_id)
                 .header("return-client-request-id", "true");
+            // Immutable ids survive a move to another folder (Graph only).
+            let prefer = match (self.api, prefer) {
+                (MailApi::Graph, Some(p)) => Some(format!("{IMMUTABLE_ID}, {p}")),
+                (MailApi::Graph, None) => Some(IMMUTABLE_ID.to_owned()),
+                (MailApi::Outlook, p) => p.map(str::to_owned),
+            };
+            if let Some(p) = prefer {
+                request = request.header("Prefer", p);
+            }
             if let Ok(anchor) = HeaderValue::from_str(mailbox)
                 && !mailbox.is_empty()
             {
@@ -160,7 +298,13 @@ impl MailClient {
             let request_id = header(&response, "request-id");
             match status {
                 s if s.is_success() => {
-                    let body = read_limited(response, MAX_BODY).await.map_err(|e| {
+                    let read = match read {
+                        Read::Whole(limit) => {
+                            read_limited(response, limit).await.map(|b| (b, false))
+                        }
+                        Read::Prefix(limit) => read_prefix(response, limit).await,
+                    };
+                    let (bytes, truncated) = read.map_err(|e| {
                         tracing::warn!(%client_request_id, ?request_id, error = %e, "reading the mail API answer failed");
                         if e.is_timeout() {
                             MailError::Timeout {
@@ -173,12 +317,11 @@ impl MailClient {
                             }
                         }
                     })?;
-                    return serde_json::from_slice(&body).map_err(|e| {
-                        tracing::warn!(%client_request_id, ?request_id, error = %e, "mail API answer is not the expected JSON");
-                        MailError::Malformed {
-                            client_request_id,
-                            request_id,
-                        }
+                    return Ok(Answer {
+                        bytes,
+                        truncated,
+                        client_request_id,
+                        request_id,
                     });
                 }
                 StatusCode::UNAUTHORIZED => {
@@ -192,6 +335,10 @@ impl MailClient {
                         message,
                         claims,
                     });
+                }
+                StatusCode::NOT_FOUND => {
+                    tracing::info!(%client_request_id, ?request_id, "mail API: no such item");
+                    return Err(MailError::NotFound { client_request_id });
                 }
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                     let wait =
@@ -223,6 +370,69 @@ impl MailClient {
             }
         }
     }
+}
+
+/// How much of a successful answer to read.
+#[derive(Clone, Copy)]
+enum Read {
+    /// All of it, or an error past the limit.
+    Whole(usize),
+    /// At most the limit; the rest is not read.
+    Prefix(usize),
+}
+
+struct Answer {
+    bytes: Vec<u8>,
+    truncated: bool,
+    client_request_id: String,
+    request_id: Option<String>,
+}
+
+/// Reads at most `limit` bytes of a body; `true` when there was more.
+async fn read_prefix(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<(Vec<u8>, bool), crate::http::ReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(crate::http::ReadError::Transport)?
+    {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// Parses a `$select=body` answer. When the read was cut short, the JSON is
+/// cut inside the body's `content` string: close that string and the two
+/// objects, dropping a partial escape or character at the cut.
+fn parse_body(bytes: &[u8], truncated: bool) -> Option<(RawBody, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Wrapper {
+        #[serde(alias = "Body")]
+        body: Option<RawBody>,
+    }
+    if !truncated {
+        let w: Wrapper = serde_json::from_slice(bytes).ok()?;
+        return Some((w.body?, false));
+    }
+    for drop in 0..8 {
+        let end = bytes.len().checked_sub(drop)?;
+        let mut repaired = bytes[..end].to_vec();
+        repaired.extend_from_slice(b"\"}}");
+        if let Ok(w) = serde_json::from_slice::<Wrapper>(&repaired)
+            && let Some(body) = w.body
+        {
+            return Some((body, true));
+        }
+    }
+    None
 }
 
 /// Graph's `{"error": {"code", "message"}}` (or Outlook REST's PascalCase),
@@ -310,6 +520,28 @@ mod tests {
             claims_challenge(r#"Bearer error="insufficient_claims", claims="WzFd""#),
             None
         );
+    }
+
+    #[test]
+    fn a_body_cut_short_is_repaired_at_the_cut() {
+        let whole = br#"{"@odata.etag":"W/\"x\"","id":"A","body":{"contentType":"html","content":"<p>caf\u00e9 \"quoted\" text</p>"}}"#;
+        let (b, cut) = parse_body(whole, false).unwrap();
+        assert!(!cut);
+        assert_eq!(b.content.as_deref(), Some("<p>café \"quoted\" text</p>"));
+        // Cut anywhere inside the content: inside an escape, or a UTF-8 character.
+        let content_start = whole
+            .windows(11)
+            .position(|w| w == b"\"content\":\"")
+            .unwrap()
+            + 11;
+        for end in content_start..whole.len() - 3 {
+            let (b, cut) =
+                parse_body(&whole[..end], true).unwrap_or_else(|| panic!("cut at {end}"));
+            assert!(cut);
+            assert!(b.content.unwrap().len() <= end - content_start);
+        }
+        let utf8 = "{\"body\":{\"contentType\":\"text\",\"content\":\"ééé".as_bytes();
+        assert!(parse_body(&utf8[..utf8.len() - 1], true).is_some());
     }
 
     #[test]

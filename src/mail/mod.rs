@@ -3,6 +3,7 @@
 mod client;
 pub mod model;
 pub mod routes;
+pub mod sanitize;
 
 pub use client::{MailClient, MailError};
 pub use model::{Message, Profile};

@@ -5,21 +5,56 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
-/// The `value` array of an OData collection.
+/// The `value` array of an OData collection, and whether more pages follow.
 #[derive(Deserialize)]
 pub(super) struct Envelope {
     pub value: Vec<RawMessage>,
+    #[serde(default, rename = "@odata.nextLink")]
+    pub next_link: Option<String>,
 }
 
 /// One message in Graph (camelCase) or Outlook REST (PascalCase) shape.
 #[derive(Deserialize)]
 pub(super) struct RawMessage {
+    #[serde(default, alias = "Id")]
+    id: Option<String>,
     #[serde(default, alias = "Subject")]
     subject: Option<String>,
     #[serde(default, alias = "From")]
     from: Option<RawRecipient>,
     #[serde(default, rename = "receivedDateTime", alias = "ReceivedDateTime")]
     received: Option<String>,
+    #[serde(default, rename = "isRead", alias = "IsRead")]
+    is_read: Option<bool>,
+    #[serde(default, rename = "hasAttachments", alias = "HasAttachments")]
+    has_attachments: Option<bool>,
+    #[serde(default, alias = "Importance")]
+    importance: Option<String>,
+    #[serde(default, rename = "toRecipients", alias = "ToRecipients")]
+    to: Option<Vec<RawRecipient>>,
+    #[serde(default, rename = "ccRecipients", alias = "CcRecipients")]
+    cc: Option<Vec<RawRecipient>>,
+    #[serde(default, rename = "webLink", alias = "WebLink")]
+    web_link: Option<String>,
+    #[serde(default, alias = "Attachments")]
+    attachments: Option<Vec<RawAttachment>>,
+}
+
+#[derive(Deserialize)]
+struct RawAttachment {
+    #[serde(default, alias = "Name")]
+    name: Option<String>,
+    #[serde(default, alias = "Size")]
+    size: Option<u64>,
+}
+
+/// A message body: `contentType` is `html` or `text`.
+#[derive(Deserialize)]
+pub(super) struct RawBody {
+    #[serde(default, rename = "contentType", alias = "ContentType")]
+    pub content_type: Option<String>,
+    #[serde(default, alias = "Content")]
+    pub content: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -44,13 +79,79 @@ pub(super) struct RawProfile {
     job_title: Option<String>,
 }
 
-/// A message row: every field may be missing, and renders as such.
-#[derive(Debug, Clone)]
+/// A message: every field may be missing, and renders as such.
+#[derive(Debug, Clone, Default)]
 pub struct Message {
+    pub id: Option<String>,
     pub subject: Option<String>,
     pub from_name: Option<String>,
     pub from_address: Option<String>,
     pub received: Option<OffsetDateTime>,
+    pub unread: bool,
+    pub has_attachments: bool,
+    pub important: bool,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub web_link: Option<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A recipient: a name, an address, or both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// An attachment's name and size (no download yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: String,
+    pub size: Option<u64>,
+}
+
+/// One page of the Inbox.
+#[derive(Debug, Clone, Default)]
+pub struct InboxPage {
+    pub messages: Vec<Message>,
+    /// The API says more messages follow (`@odata.nextLink`).
+    pub more: bool,
+}
+
+/// A message body as the API sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Html(String),
+    Text(String),
+}
+
+/// The longest message id accepted; real ones are under 200 characters.
+pub const MAX_ID_LEN: usize = 512;
+
+/// True for a message id shape: `A–Z a–z 0–9 - _ =`, at most [`MAX_ID_LEN`].
+/// Checked before any call, so that no path (`../`), query (`?`) or
+/// parameter (`;`) can be smuggled into the upstream URL.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+}
+
+/// "12 KB", "1.4 MB": an attachment's size as people read it.
+pub fn readable_size(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} bytes"),
+        1_000..1_000_000 => format!("{} KB", bytes.div_ceil(1_000)),
+        _ => format!("{:.1} MB", bytes as f64 / 1_000_000.0),
+    }
+}
+
+fn address(r: RawRecipient) -> Option<Address> {
+    let a = r.email_address?;
+    let (name, address) = (non_empty(a.name), non_empty(a.address));
+    (name.is_some() || address.is_some()).then_some(Address { name, address })
 }
 
 /// The signed-in person as Graph `/me` describes them.
@@ -70,10 +171,34 @@ impl From<RawMessage> for Message {
             Some(a) => (non_empty(a.name), non_empty(a.address)),
             None => (None, None),
         };
+        let recipients = |list: Option<Vec<RawRecipient>>| {
+            list.unwrap_or_default()
+                .into_iter()
+                .filter_map(address)
+                .collect()
+        };
         Message {
+            id: raw.id.filter(|id| valid_id(id)),
             subject: non_empty(raw.subject),
             from_name,
             from_address,
+            unread: raw.is_read == Some(false),
+            has_attachments: raw.has_attachments.unwrap_or(false),
+            important: raw
+                .importance
+                .is_some_and(|i| i.eq_ignore_ascii_case("high")),
+            to: recipients(raw.to),
+            cc: recipients(raw.cc),
+            web_link: non_empty(raw.web_link),
+            attachments: raw
+                .attachments
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| Attachment {
+                    name: non_empty(a.name).unwrap_or_else(|| "(unnamed attachment)".into()),
+                    size: a.size,
+                })
+                .collect(),
             // Normalised to UTC here; a time that UTC cannot hold (year
             // 9999 at -23:59) is treated as missing rather than panicking later.
             received: raw
@@ -151,6 +276,51 @@ mod tests {
         }
         let edge = datetime!(9999-12-31 23:59:59 -23:59);
         let _ = readable_time(edge, edge);
+    }
+
+    #[test]
+    fn ids_are_checked_before_any_call() {
+        assert!(valid_id("AAMkADRmMDExYzhj-_=="));
+        for bad in [
+            "",
+            "../x",
+            "a%2Fb",
+            "a b",
+            "a;b",
+            "a/b",
+            "a?b",
+            "é",
+            &"A".repeat(513),
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+        assert!(valid_id(&"A".repeat(512)));
+    }
+
+    #[test]
+    fn sizes_read_like_a_file_manager() {
+        assert_eq!(readable_size(512), "512 bytes");
+        assert_eq!(readable_size(12_345), "13 KB");
+        assert_eq!(readable_size(1_400_000), "1.4 MB");
+    }
+
+    #[test]
+    fn flags_recipients_and_attachments_are_read_in_both_shapes() {
+        let graph: RawMessage = serde_json::from_str(r#"{"id":"A1","isRead":false,"hasAttachments":true,"importance":"high",
+            "toRecipients":[{"emailAddress":{"name":"Ann","address":"ann@contoso.com"}},{"emailAddress":{}}],
+            "attachments":[{"name":"q4.xlsx","size":12345}]}"#).unwrap();
+        let outlook: RawMessage = serde_json::from_str(
+            r#"{"Id":"A1","IsRead":false,"HasAttachments":true,"Importance":"High",
+            "ToRecipients":[{"EmailAddress":{"Name":"Ann","Address":"ann@contoso.com"}}],
+            "Attachments":[{"Name":"q4.xlsx","Size":12345}]}"#,
+        )
+        .unwrap();
+        for m in [Message::from(graph), Message::from(outlook)] {
+            assert!(m.unread && m.has_attachments && m.important);
+            assert_eq!(m.id.as_deref(), Some("A1"));
+            assert_eq!(m.to.len(), 1);
+            assert_eq!(m.attachments[0].name, "q4.xlsx");
+        }
     }
 
     #[test]

@@ -36,8 +36,12 @@ async fn the_mail_call_asks_graph_for_the_inbox_with_tracing_headers() {
     Mock::given(method("GET"))
         .and(path(INBOX))
         .and(query_param("$top", "10"))
-        .and(query_param("$select", "receivedDateTime,subject,from"))
+        .and(query_param(
+            "$select",
+            "receivedDateTime,subject,from,isRead,hasAttachments,importance",
+        ))
         .and(query_param("$orderby", "receivedDateTime DESC"))
+        .and(header("Prefer", "IdType=\"ImmutableId\""))
         .and(header(
             "Authorization",
             "Bearer eyJ0eXAiOiJKV1QiLCJub25jZSI6Im9wYXF1ZSJ9.access.token",
@@ -65,6 +69,8 @@ async fn the_mail_call_asks_graph_for_the_inbox_with_tracing_headers() {
         .to_str()
         .unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    // Page 1 skips nothing.
+    assert!(call.url.query().is_some_and(|q| !q.contains("skip")));
 }
 
 #[tokio::test]
@@ -81,7 +87,10 @@ async fn the_outlook_flavour_asks_for_pascal_case_and_reads_it() {
     idp.sign_in_ok(&app).await;
     Mock::given(method("GET"))
         .and(path("/api/v2.0/me/mailfolders/inbox/messages"))
-        .and(query_param("$select", "ReceivedDateTime,Subject,From"))
+        .and(query_param(
+            "$select",
+            "ReceivedDateTime,Subject,From,IsRead,HasAttachments,Importance",
+        ))
         .and(query_param("$orderby", "ReceivedDateTime DESC"))
         .and(query_param("$top", "10"))
         .and(header("X-AnchorMailbox", "AbeLi@contoso.com"))

@@ -8,5 +8,6 @@ mod edges;
 mod helpers;
 mod id_token;
 mod mail;
+mod reading;
 mod redis_store;
 mod sharepoint;
