@@ -74,15 +74,34 @@ after(async () => {
   app?.kill();
 });
 
-/** Watches a page for console errors and failing responses. */
-function watch(page) {
+/**
+ * Watches a page (and its frames) for console errors, dialogs, failing
+ * responses other than the ones a step expects, and requests to the demo's
+ * tracking pixel.
+ */
+function watch(page, expectedStatus) {
   const problems = [];
   page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console error: ${msg.text()}`);
+    if (msg.type() !== 'error') return;
+    // Chromium reports every 4xx page as a console error; an expected one is not a problem.
+    const status = expectedStatus.get(msg.location().url);
+    if (status && msg.text().includes(`status of ${status}`)) return;
+    problems.push(`console error: ${msg.text()}`);
   });
   page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('dialog', async (dialog) => {
+    problems.push(`a dialog opened: ${dialog.message()}`);
+    await dialog.dismiss();
+  });
+  page.on('request', (req) => {
+    if (req.url().includes('/_demo/tracker/') && !expectedStatus.trackerAllowed) {
+      problems.push(`a request reached the tracker: ${req.url()}`);
+    }
+  });
   page.on('response', (res) => {
-    if (res.status() >= 400) problems.push(`${res.status()} for ${res.url()}`);
+    if (res.status() >= 400 && expectedStatus.get(res.url()) !== res.status()) {
+      problems.push(`${res.status()} for ${res.url()}`);
+    }
   });
   page.on('requestfailed', (req) => problems.push(`request failed: ${req.url()} (${req.failure()?.errorText})`));
   return problems;
@@ -103,7 +122,8 @@ async function accessible(page, step) {
 async function walk(width, height, label) {
   const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1 });
   const page = await context.newPage();
-  const problems = watch(page);
+  const expected = new Map();
+  const problems = watch(page, expected);
   let n = 0;
   const step = async (name) => {
     n += 1;
@@ -131,7 +151,60 @@ async function walk(width, height, label) {
   // The newest demo message is minutes old (Yesterday only just after midnight).
   assert.match(await rows.first().innerText(), /(Today|Yesterday) \d\d:\d\d/);
   await page.getByText('Times are in your time zone.').waitFor();
+  assert.ok(await page.locator('table.messages tbody tr.unread').count() > 0, 'unread rows are marked');
   await step('inbox');
+
+  // Older mail, and back.
+  await page.getByRole('link', { name: 'Older →' }).click();
+  await page.waitForURL(`${base}/mail?page=2`);
+  assert.equal(await rows.count(), 10, 'page 2 shows ten rows');
+  await page.getByRole('heading', { name: /Inbox page 2/ }).waitFor();
+  await step('inbox-page-2');
+  await page.getByRole('link', { name: '← Newer' }).click();
+  await page.waitForURL(`${base}/mail`);
+  assert.equal(await rows.count(), 10);
+
+  // A newsletter: the body in its sandboxed frame, remote images held back.
+  await page.locator('a[href="/mail/AAMkAD0001"]').click();
+  await page.waitForURL(`${base}/mail/AAMkAD0001`);
+  await page.getByRole('heading', { name: 'Your weekly digest' }).waitFor();
+  const frame = page.frameLocator('iframe.body-frame');
+  await frame.getByText('New office opens in Lisbon').waitFor();
+  assert.equal(await frame.locator('img[src*="/_demo/images/"]').count(), 0, 'a remote image loaded unasked');
+  await page.locator('iframe.body-frame').scrollIntoViewIfNeeded();
+  await step('message');
+
+  // Asked for, remote images load (the tracker with them: that is what showing images means).
+  expected.trackerAllowed = true;
+  await page.getByRole('link', { name: 'Show remote images' }).click();
+  await page.waitForURL(`${base}/mail/AAMkAD0001?images=1`);
+  await frame.locator('img[src*="/_demo/images/hero.svg"]').waitFor();
+  const heroWidth = await frame.locator('img[src*="/_demo/images/hero.svg"]').evaluate((img) => img.naturalWidth);
+  assert.ok(heroWidth > 0, 'the remote image did not load');
+  await step('message-images');
+  expected.trackerAllowed = false;
+
+  // The hostile message: nothing runs, nothing leaves.
+  await page.goto(`${base}/mail`);
+  await page.locator('a[href="/mail/AAMkAD0003"]').click();
+  await page.waitForURL(`${base}/mail/AAMkAD0003`);
+  await frame.getByText('the quarterly numbers are below').waitFor();
+  await page.getByText('invoice.pdf.exe').waitFor();
+  assert.equal(await frame.locator('script, iframe, form, object, svg, base, meta[http-equiv]').count(), 0);
+  await page.waitForTimeout(300);
+  await page.locator('iframe.body-frame').scrollIntoViewIfNeeded();
+  await step('message-hostile');
+
+  // An error page and the 404 page, with the same checks.
+  expected.set(`${base}/mail?page=99`, 400);
+  await page.goto(`${base}/mail?page=99`);
+  await page.getByRole('heading', { name: 'There is no such page of your Inbox' }).waitFor();
+  await step('error-page');
+  expected.set(`${base}/no/such/page`, 404);
+  await page.goto(`${base}/no/such/page`);
+  await page.getByRole('heading', { name: 'Page not found' }).waitFor();
+  await step('not-found');
+  await page.goto(`${base}/mail`);
 
   await page.getByRole('link', { name: 'outlook-inbox' }).click();
   await page.getByRole('heading', { name: 'Adele Vance' }).waitFor();

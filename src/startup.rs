@@ -239,6 +239,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .route("/api/expense", web::post().to(actions::expense))
             .route("/static/site.css", web::get().to(stylesheet))
             .route("/static/icon.svg", web::get().to(icon))
+            .route("/static/clip.svg", web::get().to(clip))
             .route("/static/local-time.js", web::get().to(local_time))
             .configure(|cfg| {
                 if demo {
@@ -255,6 +256,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
 
 const SITE_CSS: &str = include_str!("../static/site.css");
 const ICON_SVG: &str = include_str!("../static/icon.svg");
+const CLIP_SVG: &str = include_str!("../static/clip.svg");
 const LOCAL_TIME_JS: &str = include_str!("../static/local-time.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
@@ -273,6 +275,10 @@ async fn stylesheet() -> HttpResponse {
 
 async fn icon() -> HttpResponse {
     asset("image/svg+xml", ICON_SVG)
+}
+
+async fn clip() -> HttpResponse {
+    asset("image/svg+xml", CLIP_SVG)
 }
 
 async fn local_time() -> HttpResponse {

@@ -21,8 +21,10 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-/// Shown instead of an image that is not loaded: a grey box with a frame icon.
-pub const IMAGE_PLACEHOLDER: &str = "data:image/svg+xml;charset=utf-8,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%20width%3D%2240%22%20height%3D%2230%22%3E%3Crect%20width%3D%2240%22%20height%3D%2230%22%20fill%3D%22%23e5e7eb%22%2F%3E%3Cpath%20d%3D%22M8%2022l8-9%206%206%204-4%206%207z%22%20fill%3D%22%239ca3af%22%2F%3E%3C%2Fsvg%3E";
+/// Shown instead of an image that is not loaded: a grey box with a small
+/// picture icon. It has no size of its own, so it takes the box the image
+/// would have had (its `width` and `height`).
+pub const IMAGE_PLACEHOLDER: &str = "data:image/svg+xml;charset=utf-8,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%3E%3Crect%20width%3D%22100%25%22%20height%3D%22100%25%22%20fill%3D%22%23e5e7eb%22%2F%3E%3Csvg%20x%3D%2250%25%22%20y%3D%2250%25%22%20overflow%3D%22visible%22%3E%3Cpath%20transform%3D%22translate%28-12%20-9%29%22%20d%3D%22M0%2018l7-9%205%206%204-4%208%207z%22%20fill%3D%22%239ca3af%22%2F%3E%3C%2Fsvg%3E%3C%2Fsvg%3E";
 
 /// CSS properties an inline `style` may keep: none of them takes a URL.
 const STYLE_PROPERTIES: &[&str] = &[
