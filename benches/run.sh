@@ -28,7 +28,7 @@ for _ in $(seq 100); do curl -sf "http://$STANDIN/stats" >/dev/null && break; sl
 CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
 AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
 BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
-RUST_LOG=warn ./target/release/outlook-inbox >"$work/app.log" 2>&1 &
+./target/release/outlook-inbox >"$work/app.log" 2>&1 &
 app_pid=$!
 for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
 
@@ -47,6 +47,13 @@ connections() { curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-
 # Connections opened between two readings, less the one the second reading itself came on.
 opened() { echo $(( $2 - $1 - 1 )); }
 median() { awk '/^ +50%/{print $2}' "$1"; }
+# A scenario that expects success fails the run on any non-2xx answer (wrk counts 3xx, 4xx and 5xx together).
+only_2xx() {
+  if grep -q "Non-2xx or 3xx responses" "$1"; then
+    echo "FAILED: $(grep 'Non-2xx or 3xx responses' "$1") in $1" >&2
+    exit 1
+  fi
+}
 requests() { awk '/requests in/{print $1}' "$1"; }
 
 echo
@@ -93,7 +100,7 @@ redis_pid=$!
 CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
 AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
 BIND="$APP_REDIS" PUBLIC_URL="http://$APP_REDIS" SESSION_STORE=redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-RUST_LOG=warn ./target/release/outlook-inbox >"$work/app_redis.log" 2>&1 &
+./target/release/outlook-inbox >"$work/app_redis.log" 2>&1 &
 redis_app_pid=$!
 for _ in $(seq 100); do curl -sf "http://$APP_REDIS/healthz" >/dev/null && break; sleep 0.1; done
 curl -s -L -c "$work/jar2" -b "$work/jar2" -o /dev/null "http://$APP_REDIS/signin"

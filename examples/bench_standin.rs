@@ -27,6 +27,8 @@ struct State {
     nonces: Mutex<HashMap<String, String>>,
     key_hits: AtomicUsize,
     inbox: String,
+    /// A 50 KB newsletter as Graph's `$select=body` answer.
+    message_body: String,
 }
 
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
@@ -53,6 +55,15 @@ async fn main() -> std::io::Result<()> {
         nonces: Mutex::new(HashMap::new()),
         key_hits: AtomicUsize::new(0),
         inbox: json!({"@odata.context": "bench", "value": value}).to_string(),
+        message_body: {
+            let one = outlook_inbox::demo::bodies::newsletter(
+                "https://cdn.contoso.example",
+                "M1",
+                "Weekly",
+            );
+            let content = one.repeat(50 * 1024 / one.len() + 1);
+            json!({"id": "BENCH1", "body": {"contentType": "html", "content": content}}).to_string()
+        },
     });
     HttpServer::new(move || {
         App::new()
@@ -70,6 +81,7 @@ async fn main() -> std::io::Result<()> {
             .route("/keys", web::get().to(keys))
             .route("/v1.0/me/mailfolders/inbox/messages", web::get().to(inbox))
             .route("/v1.0/me", web::get().to(me))
+            .route("/v1.0/me/messages/{id}", web::get().to(message_body))
             .route("/action-token", web::get().to(action_token))
             .route("/stats", web::get().to(stats))
     })
@@ -144,6 +156,13 @@ async fn inbox(s: web::Data<State>) -> HttpResponse {
         .content_type("application/json")
         .insert_header(("request-id", "00000000-0000-0000-0000-000000000000"))
         .body(s.inbox.clone())
+}
+
+async fn message_body(s: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header(("request-id", "00000000-0000-0000-0000-000000000000"))
+        .body(s.message_body.clone())
 }
 
 async fn me() -> HttpResponse {

@@ -104,6 +104,7 @@ impl Application {
         });
         let state = web::Data::new(AppState {
             refusals: RefusalLog::new(),
+            verified: Default::default(),
             sanitizer: Arc::new(crate::mail::sanitize::Sanitizer::new(
                 settings
                     .demo

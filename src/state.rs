@@ -33,6 +33,8 @@ pub struct AppState {
     pub cookie: Option<CookieShape>,
     /// The key that encrypts session cookies.
     pub session_key: actix_web::cookie::Key,
+    /// Action tokens that verified recently (see [`crate::jwt::verified`]).
+    pub verified: crate::jwt::verified::VerifiedTokens,
     /// The message body policy, built once.
     pub sanitizer: Arc<crate::mail::sanitize::Sanitizer>,
 }

@@ -11,6 +11,7 @@ use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+use crate::clock::now;
 use crate::jwt::JwtError;
 use crate::jwt::action_token::{
     ActionIdentity, EntraRules, LegacyRules, allowed, verify_entra, verify_legacy,
@@ -79,6 +80,10 @@ async fn read_body(
 
 async fn identify(state: &AppState, token: &str) -> Result<ActionIdentity, Refusal> {
     let s = &state.settings;
+    let unverifiable = |e: JwtError| match e {
+        JwtError::KeysUnavailable => Refusal::Unverifiable(e.to_string()),
+        other => Refusal::Invalid(other),
+    };
     match s.action_scheme {
         ActionScheme::Entra => {
             let discovered = state
@@ -86,40 +91,57 @@ async fn identify(state: &AppState, token: &str) -> Result<ActionIdentity, Refus
                 .discovered()
                 .await
                 .map_err(|e| Refusal::Unverifiable(e.to_string()))?;
+            let jwks_url = &discovered.metadata.jwks_uri;
+            if let Some(known) = state.verified.get(token, state.verifier.keys(), now()) {
+                return Ok(known);
+            }
             // The v1 issuer comes from discovery done at start-up and refreshed
             // in the background: nothing is fetched here.
             let v1 = state.provider.v1_issuer();
             let mut issuers = vec![discovered.metadata.issuer.clone()];
             issuers.extend(v1.clone());
             let rules = EntraRules {
-                jwks_url: &discovered.metadata.jwks_uri,
+                jwks_url,
                 issuers: &issuers,
                 audiences: &s.action_audiences,
                 tenants: &s.action_tenants,
             };
             match verify_entra(&state.verifier, token, &rules).await {
-                // A v1 token cannot be judged before the v1 issuer is known.
-                Err(JwtError::WrongIssuer) if v1.is_none() => {
-                    return Err(Refusal::Unverifiable(
-                        "the v1 issuer is not known yet (v1 discovery has not succeeded)".into(),
-                    ));
+                Ok(identity) => {
+                    remember(state, token, &identity, jwks_url);
+                    Ok(identity)
                 }
-                other => other,
+                // A v1 token cannot be judged before the v1 issuer is known.
+                Err(JwtError::WrongIssuer) if v1.is_none() => Err(Refusal::Unverifiable(
+                    "the v1 issuer is not known yet (v1 discovery has not succeeded)".into(),
+                )),
+                Err(e) => Err(unverifiable(e)),
             }
         }
         ActionScheme::Legacy => {
+            let jwks_url = &s.action_keys_url;
+            if let Some(known) = state.verified.get(token, state.verifier.keys(), now()) {
+                return Ok(known);
+            }
             let rules = LegacyRules {
-                jwks_url: &s.action_keys_url,
+                jwks_url,
                 issuer: &s.action_issuer,
                 audiences: &s.action_audiences,
             };
-            verify_legacy(&state.verifier, token, &rules).await
+            let identity = verify_legacy(&state.verifier, token, &rules)
+                .await
+                .map_err(unverifiable)?;
+            remember(state, token, &identity, jwks_url);
+            Ok(identity)
         }
     }
-    .map_err(|e| match e {
-        JwtError::KeysUnavailable => Refusal::Unverifiable(e.to_string()),
-        other => Refusal::Invalid(other),
-    })
+}
+
+/// Remembers a token that verified, with the key that signed it.
+fn remember(state: &AppState, token: &str, identity: &ActionIdentity, jwks_url: &url::Url) {
+    if let Some(kid) = crate::jwt::unverified_kid(token) {
+        state.verified.put(token, identity, jwks_url, &kid);
+    }
 }
 
 fn with_status(status: StatusCode, message: &str) -> HttpResponse {

@@ -17,10 +17,13 @@ pub struct ActionIdentity {
     pub performer: String,
     /// The sender of the email the card was in (legacy tokens only).
     pub sender: Option<String>,
+    /// The token's `exp` (Unix seconds).
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Deserialize)]
 struct EntraClaims {
+    exp: i64,
     iss: String,
     tid: Option<String>,
     appid: Option<String>,
@@ -32,6 +35,7 @@ struct EntraClaims {
 
 #[derive(Debug, Deserialize)]
 struct LegacyClaims {
+    exp: i64,
     iss: String,
     appid: Option<String>,
     sub: Option<String>,
@@ -104,6 +108,7 @@ pub async fn verify_entra(
     Ok(ActionIdentity {
         performer,
         sender: None,
+        expires_at: claims.exp,
     })
 }
 
@@ -137,6 +142,7 @@ pub async fn verify_legacy(
     Ok(ActionIdentity {
         performer,
         sender: claims.sender,
+        expires_at: claims.exp,
     })
 }
 

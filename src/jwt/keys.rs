@@ -135,6 +135,22 @@ impl JwksCache {
         }
     }
 
+    /// True when key `kid` of the set at `url` is cached and young enough to
+    /// trust (published at the last fetch, fetched less than `max_stale` ago).
+    /// Never fetches.
+    pub fn still_trusted(&self, url: &Url, kid: &str) -> bool {
+        let sets = match self.sets.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        sets.get(url.as_str()).is_some_and(|set| {
+            set.read(|s| {
+                s.keys.contains_key(kid)
+                    && s.fetched_at.is_some_and(|t| t.elapsed() < self.max_stale)
+            })
+        })
+    }
+
     /// How many key sets have been fetched successfully, for `/healthz`-style checks and tests.
     pub fn cached_sets(&self) -> usize {
         self.sets.lock().map(|s| s.len()).unwrap_or(0)

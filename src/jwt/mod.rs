@@ -9,10 +9,11 @@ pub mod action_token;
 pub mod id_token;
 pub mod keys;
 pub mod signer;
+pub mod verified;
 mod verifier;
 
 pub use keys::JwksCache;
-pub use verifier::{Check, Verifier};
+pub use verifier::{Check, Verifier, unverified_kid};
 
 /// Clock skew tolerated on `exp`/`nbf`: five minutes, the upper bound the
 /// design allows and what Microsoft's own validators use. More would let a

@@ -85,6 +85,12 @@ impl Verifier {
     }
 }
 
+/// The `kid` of a token's header, unverified: only for finding which key a
+/// token that already verified was signed with.
+pub fn unverified_kid(token: &str) -> Option<String> {
+    read_header(token).ok()?.kid
+}
+
 /// Reads the (unverified) header, only to choose the algorithm check and key.
 fn read_header(token: &str) -> Result<RawHeader, JwtError> {
     let mut parts = token.split('.');

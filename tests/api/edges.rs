@@ -529,3 +529,38 @@ async fn consent_blocked_by_policy_gets_a_page_with_the_admin_consent_link() {
     // The forged answer spent nothing: only a matching state is consumed.
     assert_eq!(r.status(), 200, "{}", body(r).await);
 }
+
+// ---- the memory of verified action tokens ----
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_its_key_is_retired() {
+    let idp = MockIdp::start().await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let mut s = idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]);
+    s.jwks_min_refetch = Duration::ZERO;
+    let app = spawn_with(s).await;
+    let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
+    // The key is retired and a new one published; the refresh installs the new set.
+    let rotated = outlook_inbox::jwt::signer::RsaSigner::generate("key-2").unwrap();
+    idp.keys.publish(&[&rotated]);
+    let url = url::Url::parse(&format!("{}/common/discovery/v2.0/keys", idp.uri())).unwrap();
+    app.state.verifier.keys().refresh_if_cached(&url).await;
+    // The remembered token was signed by the retired key: it is refused now.
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let idp = MockIdp::start().await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let app = spawn_with(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
+    let mut claims = v2_action_claims(&idp);
+    // Expired 299 s ago: inside the 300 s leeway now, outside it in two seconds.
+    claims["exp"] = json!(now() - 299);
+    let token = idp.signer.sign(&claims).unwrap();
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 401);
+}
