@@ -61,8 +61,18 @@ echo "== /mail overhead over the upstream call (1 connection, sequential)"
 wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
   "http://$STANDIN/v1.0/me/mailfolders/inbox/messages" >"$work/upstream.txt"
 wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail.txt"
+only_2xx "$work/upstream.txt"; only_2xx "$work/mail.txt"
 echo "upstream alone: median $(median "$work/upstream.txt"), $(requests "$work/upstream.txt") requests"
 echo "/mail:          median $(median "$work/mail.txt"), $(requests "$work/mail.txt") requests"
+
+echo
+echo "== /mail/{id}/body for a 50 KB newsletter over the upstream call (1 connection, sequential)"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
+  "http://$STANDIN/v1.0/me/messages/BENCH1?\$select=body" >"$work/body_upstream.txt"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail/BENCH1/body" >"$work/body.txt"
+only_2xx "$work/body_upstream.txt"; only_2xx "$work/body.txt"
+echo "upstream alone:   median $(median "$work/body_upstream.txt"), $(requests "$work/body_upstream.txt") requests"
+echo "/mail/{id}/body:  median $(median "$work/body.txt"), $(requests "$work/body.txt") requests"
 
 echo
 echo "== upstream connections opened by /mail load"
@@ -72,12 +82,13 @@ after=$(connections)
 echo "10,000 requests at concurrency $workers (ab): $(awk '/Complete requests/{print $3}' "$work/ab.txt") complete, $(awk '/Failed requests/{print $3}' "$work/ab.txt") failed, $(awk '/Requests per second/{print $4}' "$work/ab.txt") req/s; new upstream connections: $(opened "$before" "$after")"
 before=$(connections)
 wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail_32.txt"
+only_2xx "$work/mail_32.txt"
 after=$(connections)
 echo "-c32: $(requests "$work/mail_32.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_32.txt") req/s, median $(median "$work/mail_32.txt"); new upstream connections: $(opened "$before" "$after")"
 echo "app resident memory after load: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
 
 echo
-echo "== POST /api/expense with a valid entra token"
+echo "== POST /api/expense with a valid entra token (the same token every time, as the Actions service reuses one)"
 token=$(curl -s "http://$STANDIN/action-token?aud=api://auth-am-bench")
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
 fetches_before=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
@@ -88,6 +99,7 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/actions.txt"
+only_2xx "$work/actions.txt"
 fetches_after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
 grep -E "Requests/sec|requests in|50%|99%|Non-2xx" "$work/actions.txt" || true
 echo "key fetches during the run: $((fetches_after - fetches_before))"
@@ -110,5 +122,6 @@ echo "cookie value: ${#cookie} bytes with the cookie store, ${#redis_cookie} byt
 for store in cookie redis; do
   if [ $store = cookie ]; then target="http://$APP/mail"; c=$cookie; else target="http://$APP_REDIS/mail"; c=$redis_cookie; fi
   wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$c" "$target" >"$work/store_$store.txt"
+  only_2xx "$work/store_$store.txt"
   echo "$store store: $(awk '/Requests\/sec/{print $2}' "$work/store_$store.txt") req/s, median $(median "$work/store_$store.txt"), $(grep -c 'Non-2xx' "$work/store_$store.txt") non-2xx lines"
 done
