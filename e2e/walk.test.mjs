@@ -211,15 +211,35 @@ async function walk(width, height, label) {
   await page.getByText('Retail Manager').waitFor();
   await step('home-signed-in');
 
-  await page.getByRole('link', { name: 'Try an Actionable Message card' }).click();
-  await page.getByRole('heading', { name: /Expense report/ }).waitFor();
+  // The whole card loop: send → Inbox → card → Approve → recorded → refreshed.
+  await page.getByRole('button', { name: 'Send me a test expense card' }).click();
+  await page.getByRole('heading', { name: 'Your test expense card is on its way' }).waitFor();
+  const expense = (await page.locator('main strong').first().innerText()).trim();
+  assert.match(expense, /^EXP-\d{4}-\d{6}$/);
+  await step('card-sent');
+  await page.getByRole('link', { name: 'Open your Inbox' }).click();
+  await page.getByRole('link', { name: `Expense ${expense} is waiting for your decision` }).click();
+  await page.getByRole('link', { name: 'Open this card as Outlook would' }).click();
+  await page.getByRole('heading', { name: `Expense report ${expense}` }).waitFor();
   await step('actions-card');
 
-  await page.getByRole('button', { name: 'Approve' }).click();
+  await page.getByRole('button', { name: 'Approve', exact: true }).click();
   await page.locator('#action-status').waitFor();
   assert.equal((await page.locator('#action-status').innerText()).trim(), '200 OK');
   assert.equal((await page.locator('#card-action-status').innerText()).trim(), 'The expense was approved.');
+  await page.locator('#card-refreshed').waitFor();
+  assert.match(await page.locator('#card-decision').innerText(), /^Approved by AdeleV@contoso\.com on /);
+  assert.equal(await page.getByRole('button', { name: 'Approve', exact: true }).count(), 0, 'the refreshed card has no buttons');
   await step('actions-approved');
+
+  // Reject on the card as it arrived: 409, and the decision stands.
+  expected.set(`${base}/_demo/actions`, 200);
+  await page.getByRole('button', { name: 'Reject on the original card' }).click();
+  await page.locator('#action-status').waitFor();
+  assert.equal((await page.locator('#action-status').innerText()).trim(), '409 Conflict');
+  assert.equal((await page.locator('#card-action-status').innerText()).trim(), 'This expense was already approved.');
+  assert.match(await page.locator('#card-decision').innerText(), /^Approved by AdeleV@contoso\.com on /);
+  await step('actions-conflict');
 
   await page.getByRole('link', { name: 'Sign out' }).first().click();
   await page.waitForURL(`${base}/`);

@@ -59,6 +59,15 @@ pub enum AppError {
     Mail(#[from] MailError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A state-changing POST from another origin (or with no `Origin`).
+    #[error("cross-origin request refused")]
+    CrossOrigin,
+    /// Cards are not sent here (no `ACTION_ORIGINATOR`, or `MAIL_API=outlook`).
+    #[error("sending cards is off")]
+    SendingOff,
+    /// The decision store cannot be used right now.
+    #[error("the decision store is unavailable")]
+    StoreDown,
     /// `?page=` is not a whole number from 1 to 50.
     #[error("no such Inbox page")]
     BadPage,
@@ -266,6 +275,33 @@ impl AppError {
                     ),
                 }
             }
+            AppError::CrossOrigin => (
+                StatusCode::FORBIDDEN,
+                "This request did not come from this site",
+                "For your safety, actions that change something must start from a page of this app. Go back and try again.",
+                None,
+                None,
+                None,
+                home,
+            ),
+            AppError::SendingOff => (
+                StatusCode::NOT_FOUND,
+                "Sending cards is not set up here",
+                "This deployment does not send Actionable Message cards (it needs ACTION_ORIGINATOR and Microsoft Graph).",
+                None,
+                None,
+                None,
+                home,
+            ),
+            AppError::StoreDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Expenses cannot be saved right now",
+                "The store that keeps expense decisions is unavailable. Please try again in a minute.",
+                None,
+                None,
+                None,
+                home,
+            ),
             AppError::BadPage => (
                 StatusCode::BAD_REQUEST,
                 "There is no such page of your Inbox",

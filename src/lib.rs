@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod cards;
 pub mod clock;
 pub mod demo;
 pub mod error;
@@ -18,4 +19,5 @@ pub mod settings;
 pub mod sharepoint;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;

@@ -19,6 +19,8 @@ pub struct Chrome {
 #[template(path = "home.html")]
 pub struct HomeView {
     pub chrome: Chrome,
+    /// "Send me a test expense card" is offered.
+    pub can_send: bool,
     pub person: Option<Person>,
     pub mail_api_label: &'static str,
 }
@@ -132,6 +134,8 @@ pub struct MessageView {
     pub images: bool,
     /// `/mail/{id}`.
     pub href: String,
+    /// Demo mode: the stand-in card page, for an actionable message.
+    pub card_link: Option<String>,
 }
 
 impl MessageView {
@@ -163,6 +167,7 @@ impl MessageView {
                 .collect(),
             web_link,
             images,
+            card_link: None,
         }
     }
 }
@@ -205,6 +210,15 @@ impl BodyView {
             truncated: false,
         }
     }
+}
+
+/// "Your test expense card is on its way".
+#[derive(Template)]
+#[template(path = "card_sent.html")]
+pub struct CardSentView {
+    pub chrome: Chrome,
+    pub expense_id: String,
+    pub amount: String,
 }
 
 #[derive(Template)]

@@ -9,6 +9,7 @@ use crate::pages::{ErrorView, HomeView, Person};
 use crate::session::TypedSession;
 use crate::settings::MailApi;
 use crate::state::AppState;
+use crate::store::DecisionStore as _;
 
 pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
     if session.store_unavailable() {
@@ -50,6 +51,7 @@ pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResp
     html(
         StatusCode::OK,
         &HomeView {
+            can_send: crate::cards::routes::sending_on(&state),
             chrome: state.chrome(&session),
             person,
             mail_api_label: match state.settings.mail_api {
@@ -70,6 +72,12 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")
             .body("redis unavailable");
+    }
+    if let Err(e) = state.decisions.ping().await {
+        tracing::warn!(error = %e, "health check: the decision store is unavailable");
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("store unavailable");
     }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

@@ -82,6 +82,11 @@ impl Redis {
         Ok(written.is_some())
     }
 
+    /// The connection pool (shared with the decision store).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// `PING`s Redis: the health of the session store.
     pub async fn ping(&self) -> Result<(), String> {
         let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;

@@ -48,6 +48,15 @@ pub enum SessionStore {
     Redis,
 }
 
+/// Where expense decisions are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionStoreKind {
+    /// An embedded SQLite file under `DATA_DIR`.
+    Sqlite,
+    /// Redis at `REDIS_URL` (several instances).
+    Redis,
+}
+
 /// Which Actionable Message token scheme `/api/expense` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActionScheme {
@@ -120,6 +129,14 @@ pub struct Settings {
     pub action_senders: Vec<String>,
     pub action_performers: Vec<String>,
     pub sharepoint_site: Option<Url>,
+    pub decision_store: DecisionStoreKind,
+    /// The embedded store's folder.
+    pub data_dir: std::path::PathBuf,
+    /// The provider id from the Actionable Email Developer Dashboard; cards
+    /// can be sent when set (always in demo mode).
+    pub action_originator: Option<String>,
+    /// Refuse actions whose body carries no ticket.
+    pub action_require_ticket: bool,
     /// Timeout for every outbound HTTP call (10 s; tests shorten it).
     pub upstream_timeout: Duration,
     /// An unknown `kid` refetches a key set at most this often (60 s; tests shorten it).
@@ -149,6 +166,9 @@ fn bad(variable: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// The retired EAT key set (legacy scheme), unless `ACTION_KEYS_URL` says otherwise.
 pub const DEFAULT_ACTION_KEYS_URL: &str = "https://substrate.office.com/sts/common/discovery/keys";
+
+/// The provider id demo mode sends cards as.
+pub const DEMO_ORIGINATOR: &str = "00000000-0000-4000-8000-0000000de0a0";
 
 /// The client id the demo stand-in registers for the app.
 pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e0";
@@ -252,9 +272,25 @@ impl Settings {
             )?),
         };
 
+        let action_originator = var("ACTION_ORIGINATOR");
+        if let Some(o) = &action_originator
+            && !o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(bad(
+                "ACTION_ORIGINATOR",
+                "is not a provider id (letters, digits and hyphens, from the Actionable Email Developer Dashboard)",
+            ));
+        }
         let scopes = match var("SCOPES") {
             Some(v) => v.split_whitespace().map(str::to_owned).collect(),
-            None => default_scopes(mail_api),
+            None => {
+                let mut scopes = default_scopes(mail_api);
+                // Sending cards needs Mail.Send; asked for only when cards are sent (graph only).
+                if (action_originator.is_some() || demo) && mail_api == MailApi::Graph {
+                    scopes.push("Mail.Send".to_owned());
+                }
+                scopes
+            }
         };
         if !scopes.iter().any(|s| s == "openid") {
             return Err(bad(
@@ -353,7 +389,33 @@ impl Settings {
             None => None,
         };
 
+        let decision_store = match var("DECISION_STORE").as_deref() {
+            None | Some("sqlite") => DecisionStoreKind::Sqlite,
+            Some("redis") => DecisionStoreKind::Redis,
+            Some(other) => {
+                return Err(bad(
+                    "DECISION_STORE",
+                    format!("`{other}` is not `sqlite` or `redis`"),
+                ));
+            }
+        };
+        let data_dir = std::path::PathBuf::from(var("DATA_DIR").unwrap_or_else(|| "data".into()));
+        let action_require_ticket = match var("ACTION_REQUIRE_TICKET").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(bad(
+                    "ACTION_REQUIRE_TICKET",
+                    format!("`{other}` is not `true` or `false`"),
+                ));
+            }
+        };
+
         Ok(Self {
+            decision_store,
+            data_dir,
+            action_originator,
+            action_require_ticket,
             bind,
             public_url,
             public_url_explicit,
@@ -417,6 +479,10 @@ impl Settings {
         if self.sharepoint_site.is_none() {
             let site = format!("{base}/_demo/sharepoint/sites/team");
             self.sharepoint_site = Some(parse_base_url("SHAREPOINT_SITE", &site)?);
+        }
+        // Demo mode always sends cards, as a provider the stand-in knows.
+        if self.action_originator.is_none() {
+            self.action_originator = Some(DEMO_ORIGINATOR.to_owned());
         }
         // The legacy scheme in demo mode checks tokens against the demo's own keys.
         if self.action_keys_url.as_str() == DEFAULT_ACTION_KEYS_URL {
@@ -524,9 +590,27 @@ mod tests {
         assert_eq!(s.redirect_uri(), "http://localhost:8000/gettoken");
         assert!(s.session_key.generated);
         assert_eq!(s.session_key.bytes().len(), 64);
+        // Demo mode sends cards, so it asks for Mail.Send too.
         assert_eq!(
             s.scopes.join(" "),
-            "openid profile offline_access User.Read Mail.Read"
+            "openid profile offline_access User.Read Mail.Read Mail.Send"
+        );
+    }
+
+    #[test]
+    fn mail_send_is_asked_for_only_when_cards_are_sent() {
+        let real = [("CLIENT_ID", "abc"), ("CLIENT_SECRET", "s")];
+        let s = settings(&real).unwrap();
+        assert!(!s.scopes.contains(&"Mail.Send".to_owned()));
+        let mut vars = real.to_vec();
+        vars.push(("ACTION_ORIGINATOR", "5f3c2a1e-provider"));
+        let s = settings(&vars).unwrap();
+        assert!(s.scopes.contains(&"Mail.Send".to_owned()));
+        vars.push(("MAIL_API", "outlook"));
+        let s = settings(&vars).unwrap();
+        assert!(
+            !s.scopes.iter().any(|x| x.ends_with("Mail.Send")),
+            "no sending with outlook"
         );
     }
 

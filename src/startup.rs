@@ -20,8 +20,11 @@ use crate::jwt::{JwksCache, Verifier};
 use crate::logging::RefusalLog;
 use crate::mail::MailClient;
 use crate::session::CookieShape;
-use crate::session_store::{Redis, Store};
-use crate::settings::{ConfigError, SessionStore, Settings};
+use crate::session_store::{Redis, Store as SessionBackend};
+use crate::settings::{ConfigError, DecisionStoreKind, SessionStore, Settings};
+use crate::store::Store;
+use crate::store::redis::RedisStore;
+use crate::store::sqlite::SqliteStore;
 use crate::{actions, auth, demo, mail, routes};
 
 /// Content Security Policy: our own styles, no scripts from anywhere else,
@@ -90,9 +93,23 @@ impl Application {
         } else {
             None
         };
-        let redis = match settings.session_store {
-            SessionStore::Redis => Some(Arc::new(Redis::new(&settings.redis_url).await?)),
-            SessionStore::Cookie => None,
+        // One Redis pool for whatever uses Redis: sessions, decisions or both.
+        let needs_redis = settings.session_store == SessionStore::Redis
+            || settings.decision_store == DecisionStoreKind::Redis;
+        let shared_redis = if needs_redis {
+            Some(Arc::new(Redis::new(&settings.redis_url).await?))
+        } else {
+            None
+        };
+        let redis = shared_redis
+            .clone()
+            .filter(|_| settings.session_store == SessionStore::Redis);
+        let decisions = match (&settings.decision_store, shared_redis) {
+            (DecisionStoreKind::Redis, Some(r)) => Store::Redis(RedisStore::new(r)),
+            _ => {
+                let dir = settings.data_dir.clone();
+                Store::Sqlite(SqliteStore::open(&dir)?)
+            }
         };
         let session_key = Key::try_from(settings.session_key.bytes()).map_err(|_| ConfigError {
             variable: "SESSION_KEY",
@@ -104,6 +121,8 @@ impl Application {
         });
         let state = web::Data::new(AppState {
             refusals: RefusalLog::new(),
+            decisions,
+            tickets: crate::cards::ticket::Tickets::new(settings.session_key.bytes()),
             verified: Default::default(),
             sanitizer: Arc::new(crate::mail::sanitize::Sanitizer::new(
                 settings
@@ -186,8 +205,8 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
     let key = state.session_key.clone();
     let demo = state.settings.demo;
     let store = match &state.redis {
-        Some(r) => Store::Redis(r.clone()),
-        None => Store::Cookie(Arc::new(CookieSessionStore::default())),
+        Some(r) => SessionBackend::Redis(r.clone()),
+        None => SessionBackend::Cookie(Arc::new(CookieSessionStore::default())),
     };
     let server = HttpServer::new(move || {
         let https = state.settings.https();
@@ -238,6 +257,8 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .route("/mail/{id}", web::get().to(mail::routes::message))
             .route("/mail/{id}/body", web::get().to(mail::routes::body))
             .route("/api/expense", web::post().to(actions::expense))
+            .route("/api/expense/card", web::post().to(actions::current_card))
+            .route("/cards/send", web::post().to(crate::cards::routes::send))
             .route("/static/site.css", web::get().to(stylesheet))
             .route("/static/icon.svg", web::get().to(icon))
             .route("/static/clip.svg", web::get().to(clip))

@@ -35,6 +35,10 @@ pub struct AppState {
     pub session_key: actix_web::cookie::Key,
     /// Action tokens that verified recently (see [`crate::jwt::verified`]).
     pub verified: crate::jwt::verified::VerifiedTokens,
+    /// Expenses and their decisions (`DECISION_STORE`).
+    pub decisions: crate::store::Store,
+    /// Issues and checks the tickets in card buttons.
+    pub tickets: crate::cards::ticket::Tickets,
     /// The message body policy, built once.
     pub sanitizer: Arc<crate::mail::sanitize::Sanitizer>,
 }

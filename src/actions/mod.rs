@@ -11,6 +11,7 @@ use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::Value;
 
+use crate::cards;
 use crate::clock::now;
 use crate::jwt::JwtError;
 use crate::jwt::action_token::{
@@ -19,6 +20,9 @@ use crate::jwt::action_token::{
 use crate::logging::{Untrusted, clean};
 use crate::settings::ActionScheme;
 use crate::state::AppState;
+use crate::store::{
+    Answer, Decided, Decision, DecisionStore as _, Recorded, StoreError, valid_expense_id,
+};
 
 /// The header Outlook shows the person (and, for MessageCards, saves with the card).
 pub const STATUS_HEADER: &str = "CARD-ACTION-STATUS";
@@ -151,19 +155,27 @@ fn with_status(status: StatusCode, message: &str) -> HttpResponse {
         .finish()
 }
 
-/// The body is taken as a stream, not as `web::Bytes`: nothing of it is read
-/// before the token verifies, and then at most [`MAX_BODY_BYTES`].
-pub async fn expense(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> HttpResponse {
-    let request_id = log_header(&req, "Action-Request-Id");
-    let correlation_id = log_header(&req, "Card-Correlation-Id");
+/// A request header's value for storing (not logging): visible ASCII, at
+/// most 128 characters, else `None`.
+fn stored_header(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+}
 
-    let identity = match bearer_token(&req) {
+/// The token, and who may act: the verified identity, or the refusal to send.
+async fn authenticate(
+    state: &AppState,
+    req: &HttpRequest,
+    request_id: &str,
+    correlation_id: &str,
+) -> Result<ActionIdentity, HttpResponse> {
+    let identity = match bearer_token(req) {
         None => Err(Refusal::NoToken),
-        Some(token) => identify(&state, token).await,
+        Some(token) => identify(state, token).await,
     };
     let identity = match identity {
         Ok(i) => i,
@@ -171,10 +183,10 @@ pub async fn expense(
             if state.refusals.allow() {
                 tracing::error!(%request_id, %correlation_id, %reason, "action refused: the token cannot be checked right now");
             }
-            return with_status(
+            return Err(with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The service cannot verify actions right now. Please try again later.",
-            );
+            ));
         }
         Err(refusal) => {
             let reason = match refusal {
@@ -184,13 +196,12 @@ pub async fn expense(
             if state.refusals.allow() {
                 tracing::warn!(%request_id, %correlation_id, %reason, "action refused: 401");
             }
-            return HttpResponse::Unauthorized()
+            return Err(HttpResponse::Unauthorized()
                 .insert_header((WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
                 .insert_header((CACHE_CONTROL, "no-store"))
-                .finish();
+                .finish());
         }
     };
-
     let s = &state.settings;
     let sender_ok = match s.action_scheme {
         ActionScheme::Legacy => identity
@@ -204,60 +215,289 @@ pub async fn expense(
             let sender = identity.sender.as_deref().map(clean);
             tracing::warn!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), ?sender, "action refused: 403");
         }
-        return with_status(StatusCode::FORBIDDEN, NOT_ALLOWED);
+        return Err(with_status(StatusCode::FORBIDDEN, NOT_ALLOWED));
     }
-
-    let body = match read_body(payload).await {
-        Ok(Some(body)) => body,
-        Ok(None) => {
-            if state.refusals.allow() {
-                tracing::warn!(%request_id, %correlation_id, "action refused: 413 (body over 16 KB)");
-            }
-            return with_status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "The request body is too large.",
-            );
-        }
-        Err(e) => {
-            if state.refusals.allow() {
-                tracing::warn!(%request_id, %correlation_id, error = %e, "action refused: 400 (the body could not be read)");
-            }
-            return with_status(
-                StatusCode::BAD_REQUEST,
-                "The request body could not be read.",
-            );
-        }
-    };
-    let reject = match parse_action(&body) {
-        Ok(reject) => reject,
-        Err(message) => {
-            if state.refusals.allow() {
-                tracing::info!(%request_id, %correlation_id, "action refused: 400 ({message})");
-            }
-            return with_status(StatusCode::BAD_REQUEST, message);
-        }
-    };
-    let outcome = if reject { "rejected" } else { "approved" };
-    tracing::info!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), outcome, "expense action accepted");
-    with_status(StatusCode::OK, &format!("The expense was {outcome}."))
+    Ok(identity)
 }
 
-/// `true` to reject. No body or no `action` approves; a body that is not a
-/// JSON object, or an unknown action, is a 400.
-fn parse_action(body: &[u8]) -> Result<bool, &'static str> {
+/// The body, read only now and at most [`MAX_BODY_BYTES`], parsed.
+async fn body_of(
+    state: &AppState,
+    payload: web::Payload,
+    request_id: &str,
+    correlation_id: &str,
+) -> Result<ActionBody, HttpResponse> {
+    let refuse = |status: StatusCode, message: &str, why: &str| {
+        if state.refusals.allow() {
+            tracing::warn!(%request_id, %correlation_id, status = status.as_u16(), why, "action refused");
+        }
+        with_status(status, message)
+    };
+    let bytes = match read_body(payload).await {
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large.",
+                "body over 16 KB",
+            ));
+        }
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "The request body could not be read.",
+                "unreadable body",
+            ));
+        }
+    };
+    parse_action(&bytes).map_err(|message| refuse(StatusCode::BAD_REQUEST, message, message))
+}
+
+const NOT_RECORDED: &str = "The service cannot record actions right now. Please try again later.";
+const UNKNOWN_EXPENSE: &str = "This expense is not known.";
+const BAD_TICKET: &str = "This card was sent to someone else, or it has expired.";
+
+/// The body is taken as a stream, not as `web::Bytes`: nothing of it is read
+/// before the token verifies, and then at most [`MAX_BODY_BYTES`].
+pub async fn expense(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let request_id = log_header(&req, "Action-Request-Id");
+    let correlation_id = log_header(&req, "Card-Correlation-Id");
+    let identity = match authenticate(&state, &req, &request_id, &correlation_id).await {
+        Ok(i) => i,
+        Err(refused) => return refused,
+    };
+    let body = match body_of(&state, payload, &request_id, &correlation_id).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    if let Some(refused) = ticket_refusal(&state, &body, &identity, &request_id, &correlation_id) {
+        return refused;
+    }
+    let decision = if body.reject {
+        Decision::Rejected
+    } else {
+        Decision::Approved
+    };
+    let Some(expense_id) = body.expense_id else {
+        // The original sample's shape: nothing to record.
+        tracing::info!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), outcome = decision.as_str(), "expense action accepted (no expense id; nothing recorded)");
+        return with_status(
+            StatusCode::OK,
+            &format!("The expense was {}.", decision.as_str()),
+        );
+    };
+    let store_down = |e: StoreError| {
+        tracing::error!(%request_id, %correlation_id, error = %e, "action not recorded: the store is unavailable");
+        with_status(StatusCode::SERVICE_UNAVAILABLE, NOT_RECORDED)
+    };
+    let raw_request_id = stored_header(&req, "Action-Request-Id");
+    // A retry of the same action gets exactly the first answer.
+    if let Some(rid) = &raw_request_id {
+        match state.decisions.answer(rid).await {
+            Ok(Some(first)) => {
+                tracing::info!(%request_id, %correlation_id, status = first.status, "a repeated action request: the first answer again");
+                return answer_with_card(&state, &first).await;
+            }
+            Ok(None) => {}
+            Err(e) => return store_down(e),
+        }
+    }
+    let recorded = Recorded {
+        decision,
+        performer: identity.performer.clone(),
+        at: now(),
+        action_request_id: raw_request_id.clone(),
+        card_correlation_id: stored_header(&req, "Card-Correlation-Id"),
+    };
+    let decided = match state.decisions.decide(&expense_id, &recorded).await {
+        Ok(d) => d,
+        Err(e) => return store_down(e),
+    };
+    let (status, message, outcome) = match &decided {
+        Decided::Unknown => {
+            tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), "action refused: unknown expense");
+            return with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE);
+        }
+        Decided::First(d) => (
+            StatusCode::OK,
+            format!("The expense was {}.", d.decision.as_str()),
+            "recorded",
+        ),
+        Decided::Earlier(d) if d.decision == decision => (
+            StatusCode::OK,
+            format!("This expense was already {}.", d.decision.as_str()),
+            "already",
+        ),
+        Decided::Earlier(d) => (
+            StatusCode::CONFLICT,
+            format!("This expense was already {}.", d.decision.as_str()),
+            "conflict",
+        ),
+    };
+    tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), performer = %Untrusted(&identity.performer), asked = decision.as_str(), outcome, status = status.as_u16(), "expense action");
+    let mut answer = Answer {
+        status: status.as_u16(),
+        message,
+        expense_id,
+    };
+    if let Some(rid) = &raw_request_id {
+        // Two copies of one request racing: whichever was kept first is the answer.
+        match state.decisions.keep_answer(rid, &answer).await {
+            Ok(kept) => answer = kept,
+            Err(e) => {
+                tracing::warn!(%request_id, error = %e, "the answer could not be kept for retries")
+            }
+        }
+    }
+    answer_with_card(&state, &answer).await
+}
+
+/// `POST /api/expense/card`: the expense's current card, for the card's
+/// `autoInvokeAction` (Outlook ignores answers slower than 2 s: nothing here
+/// waits on the network once keys are cached).
+pub async fn current_card(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> HttpResponse {
+    let request_id = log_header(&req, "Action-Request-Id");
+    let correlation_id = log_header(&req, "Card-Correlation-Id");
+    let identity = match authenticate(&state, &req, &request_id, &correlation_id).await {
+        Ok(i) => i,
+        Err(refused) => return refused,
+    };
+    let body = match body_of(&state, payload, &request_id, &correlation_id).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    if let Some(refused) = ticket_refusal(&state, &body, &identity, &request_id, &correlation_id) {
+        return refused;
+    }
+    let Some(expense_id) = body.expense_id else {
+        return with_status(StatusCode::BAD_REQUEST, "The request names no expense.");
+    };
+    tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), "card refresh");
+    card_response(&state, StatusCode::OK, None, &expense_id).await
+}
+
+/// A ticket, when the body carries one (or `ACTION_REQUIRE_TICKET` wants
+/// one), must be for this expense and this performer, and unexpired; the
+/// refusal to send when it is not.
+fn ticket_refusal(
+    state: &AppState,
+    body: &ActionBody,
+    identity: &ActionIdentity,
+    request_id: &str,
+    correlation_id: &str,
+) -> Option<HttpResponse> {
+    let refuse = |why: &str| {
+        if state.refusals.allow() {
+            tracing::warn!(%request_id, %correlation_id, why, "action refused: 403 (ticket)");
+        }
+        with_status(StatusCode::FORBIDDEN, BAD_TICKET)
+    };
+    match (&body.ticket, &body.expense_id) {
+        (None, _) if state.settings.action_require_ticket => Some(refuse("no ticket")),
+        (None, _) => None,
+        (Some(_), None) => Some(refuse("a ticket without an expense")),
+        (Some(ticket), Some(expense)) => state
+            .tickets
+            .check(ticket, expense, &identity.performer, now())
+            .err()
+            .map(|e| refuse(&e.to_string())),
+    }
+}
+
+/// The kept answer, with the expense's current card in the body.
+async fn answer_with_card(state: &AppState, answer: &Answer) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    card_response(state, status, Some(&answer.message), &answer.expense_id).await
+}
+
+/// `status` with `CARD-UPDATE-IN-BODY: true` and the current card of
+/// `expense_id` (Adaptive Card 1.0 JSON).
+async fn card_response(
+    state: &AppState,
+    status: StatusCode,
+    message: Option<&str>,
+    expense_id: &str,
+) -> HttpResponse {
+    let (expense, decision) = match state.decisions.expense(expense_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE),
+        Err(e) => {
+            tracing::error!(error = %e, "the card could not be read: the store is unavailable");
+            return with_status(StatusCode::SERVICE_UNAVAILABLE, NOT_RECORDED);
+        }
+    };
+    let originator = state
+        .settings
+        .action_originator
+        .as_deref()
+        .unwrap_or_default();
+    let card = cards::card(
+        &expense,
+        decision.as_ref(),
+        &cards::CardContext {
+            public_base: state.settings.public_base(),
+            originator,
+            ticket: None,
+        },
+    );
+    let mut response = HttpResponse::build(status);
+    if let Some(m) = message {
+        response.insert_header((STATUS_HEADER, m));
+    }
+    response
+        .insert_header(("CARD-UPDATE-IN-BODY", "true"))
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .content_type("application/json")
+        .body(card.to_string())
+}
+
+/// What an action's body says.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ActionBody {
+    expense_id: Option<String>,
+    reject: bool,
+    ticket: Option<String>,
+}
+
+/// No body or no `action` approves; a body that is not a JSON object, an
+/// unknown action, or an expense id of a shape no expense has, is a 400.
+fn parse_action(body: &[u8]) -> Result<ActionBody, &'static str> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(false);
+        return Ok(ActionBody::default());
     }
     let value: Value = serde_json::from_slice(body).map_err(|_| "The request body is not JSON.")?;
     let Value::Object(map) = value else {
         return Err("The request body is not a JSON object.");
     };
-    match map.get("action") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::String(a)) if a.eq_ignore_ascii_case("approve") => Ok(false),
-        Some(Value::String(a)) if a.eq_ignore_ascii_case("reject") => Ok(true),
-        Some(_) => Err("The action must be \"approve\" or \"reject\"."),
-    }
+    let reject = match map.get("action") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(a)) if a.eq_ignore_ascii_case("approve") => false,
+        Some(Value::String(a)) if a.eq_ignore_ascii_case("reject") => true,
+        Some(_) => return Err("The action must be \"approve\" or \"reject\"."),
+    };
+    let expense_id = match map.get("expenseId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if valid_expense_id(id) => Some(id.clone()),
+        Some(_) => return Err("The expense id is not valid."),
+    };
+    let ticket = match map.get("ticket") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t.len() <= 256 => Some(t.clone()),
+        Some(_) => return Err("The ticket is not valid."),
+    };
+    Ok(ActionBody {
+        expense_id,
+        reject,
+        ticket,
+    })
 }
 
 #[cfg(test)]
@@ -267,15 +507,20 @@ mod tests {
 
     #[test]
     fn actions_default_to_approve() {
-        assert_eq!(parse_action(b""), Ok(false));
-        assert_eq!(parse_action(b"{}"), Ok(false));
-        assert_eq!(
-            parse_action(br#"{"expenseId":"1","action":"reject"}"#),
-            Ok(true)
-        );
+        assert_eq!(parse_action(b""), Ok(ActionBody::default()));
+        assert_eq!(parse_action(b"{}"), Ok(ActionBody::default()));
+        let b = parse_action(
+            br#"{"expenseId":"EXP-2026-000001","action":"reject","ticket":"v1.1.AA"}"#,
+        )
+        .unwrap();
+        assert!(b.reject);
+        assert_eq!(b.expense_id.as_deref(), Some("EXP-2026-000001"));
+        assert_eq!(b.ticket.as_deref(), Some("v1.1.AA"));
         assert!(parse_action(b"not json").is_err());
         assert!(parse_action(b"[1]").is_err());
         assert!(parse_action(br#"{"action":"delete"}"#).is_err());
+        assert!(parse_action(br#"{"expenseId":"../x"}"#).is_err());
+        assert!(parse_action(br#"{"expenseId":7}"#).is_err());
     }
 
     #[test]

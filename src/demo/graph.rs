@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
 
 use super::bodies::DemoBody;
-use super::mailbox::{DemoMessage, Folder};
+use super::mailbox::{DemoCard, DemoMessage, Folder};
 use super::{Demo, DemoKeys, PEOPLE};
 use crate::state::AppState;
 
@@ -185,10 +185,8 @@ pub(super) async fn messages(
             );
         }
     };
-    let mut found: Vec<&DemoMessage> = d.mailboxes[person]
-        .iter()
-        .filter(|m| m.folder == folder)
-        .collect();
+    let mailbox = d.mailbox(person);
+    let mut found: Vec<&DemoMessage> = mailbox.iter().filter(|m| m.folder == folder).collect();
     found.sort_by_key(|m| std::cmp::Reverse(m.received));
     let pascal = outlook(&req);
     let value: Vec<Value> = found
@@ -239,7 +237,8 @@ pub(super) async fn message(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let Some(m) = d.mailboxes[person].iter().find(|m| m.id == *id) else {
+    let mailbox = d.mailbox(person);
+    let Some(m) = mailbox.iter().find(|m| m.id == *id) else {
         return graph_error(
             &req,
             StatusCode::NOT_FOUND,
@@ -391,4 +390,122 @@ pub(super) async fn sharepoint_user(state: web::Data<AppState>, req: HttpRequest
         "IsSiteAdmin": person.job_title.is_none(),
         "UserPrincipalName": person.upn.to_lowercase(),
     }))
+}
+
+/// Card messages kept per mailbox; older ones are dropped (the stand-in's stores are bounded).
+const MAX_DELIVERED: usize = 20;
+
+#[derive(Deserialize)]
+pub(super) struct SendMail {
+    message: OutgoingMessage,
+}
+
+#[derive(Deserialize)]
+struct OutgoingMessage {
+    #[serde(default)]
+    subject: String,
+    body: OutgoingBody,
+    #[serde(rename = "toRecipients", default)]
+    to: Vec<OutgoingRecipient>,
+}
+
+#[derive(Deserialize)]
+struct OutgoingBody {
+    #[serde(default)]
+    content: String,
+}
+
+#[derive(Deserialize)]
+struct OutgoingRecipient {
+    #[serde(rename = "emailAddress")]
+    email_address: OutgoingAddress,
+}
+
+#[derive(Deserialize)]
+struct OutgoingAddress {
+    address: String,
+}
+
+/// The card an actionable email carries in its `<head>`.
+pub(super) fn card_in(html: &str) -> Option<String> {
+    const OPEN: &str = "<script type=\"application/adaptivecard+json\">";
+    let start = html.find(OPEN)? + OPEN.len();
+    let end = start + html[start..].find("</script>")?;
+    let json = html[start..end].replace("<\\/", "</");
+    serde_json::from_str::<Value>(&json).ok()?;
+    Some(json)
+}
+
+/// Graph's `POST /me/sendMail`: delivers into the demo Inbox of each demo
+/// person addressed (202), as Exchange would.
+pub(super) async fn send_mail(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SendMail>,
+) -> HttpResponse {
+    let Some(d) = state.demo.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let Ok(keys) = d.keys().await else {
+        return graph_error(
+            &req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The demo keys are not ready.",
+        );
+    };
+    let sender = match caller(d, keys, &req) {
+        Ok(p) => &PEOPLE[p],
+        Err(r) => return *r,
+    };
+    let m = body.into_inner().message;
+    if m.to.is_empty() || m.to.len() > 10 || m.body.content.len() > 256 * 1024 {
+        return graph_error(
+            &req,
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRecipients",
+            "The message has no recipient, too many, or too large a body.",
+        );
+    }
+    let card = card_in(&m.body.content).map(|c| DemoCard {
+        original: c.clone().into(),
+        current: c.into(),
+    });
+    for r in &m.to {
+        let Some(p) = PEOPLE
+            .iter()
+            .position(|p| p.upn.eq_ignore_ascii_case(r.email_address.address.trim()))
+        else {
+            continue;
+        };
+        let n = d
+            .delivered
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let message = DemoMessage {
+            id: format!("AAMkAD{p}C{n:05}"),
+            folder: Folder::Inbox,
+            subject: m.subject.chars().take(255).collect(),
+            from: Some((Some(sender.name.to_owned()), sender.upn.to_owned())),
+            received: time::OffsetDateTime::now_utc()
+                .replace_nanosecond(0)
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc()),
+            body: DemoBody::Html(m.body.content.clone().into()),
+            unread: true,
+            important: false,
+            attachments: vec![],
+            to: vec![(PEOPLE[p].name.to_owned(), PEOPLE[p].upn.to_owned())],
+            cc: vec![],
+            card: card.clone(),
+        };
+        let mut mailbox = d.mailbox_mut(p);
+        while mailbox.iter().filter(|m| m.card.is_some()).count() >= MAX_DELIVERED {
+            if let Some(oldest) = mailbox.iter().position(|m| m.card.is_some()) {
+                mailbox.remove(oldest);
+            }
+        }
+        mailbox.push(message);
+    }
+    HttpResponse::Accepted()
+        .insert_header(("request-id", uuid::Uuid::new_v4().to_string()))
+        .finish()
 }

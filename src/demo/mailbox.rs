@@ -64,6 +64,17 @@ pub struct DemoMessage {
     pub attachments: Vec<(&'static str, u64)>,
     pub to: Vec<(String, String)>,
     pub cc: Vec<(String, String)>,
+    /// An actionable message's card: as sent, and as last refreshed.
+    pub card: Option<DemoCard>,
+}
+
+/// The card of an actionable message in the demo mailbox.
+#[derive(Clone, Debug)]
+pub struct DemoCard {
+    /// The card as it arrived (its buttons stay pressable on this copy).
+    pub original: Arc<str>,
+    /// The card as Outlook shows it now (replaced by refresh answers).
+    pub current: Arc<str>,
 }
 
 /// (sender name, sender address, subject) for the Inbox, newest first.
@@ -244,6 +255,7 @@ pub fn mailbox(
             attachments: extras.attachments,
             to: vec![(me.name.to_owned(), me.upn.to_owned())],
             cc,
+            card: None,
         });
         // Gaps grow from minutes to days, like a real Inbox.
         at -= Duration::minutes(23 + (i as i64 * i as i64) * 9 + (i as i64 % 3) * 41);
@@ -260,6 +272,7 @@ pub fn mailbox(
         attachments: vec![],
         to: vec![],
         cc: vec![],
+        card: None,
     });
     messages.push(DemoMessage {
         id: format!("AAMkAD{person}D01"),
@@ -273,6 +286,7 @@ pub fn mailbox(
         attachments: vec![],
         to: vec![],
         cc: vec![],
+        card: None,
     });
     messages
 }

@@ -53,7 +53,9 @@ pub struct Demo {
     public_base: String,
     /// Where the app itself reaches us (the bound address).
     internal_base: String,
-    mailboxes: Vec<Vec<DemoMessage>>,
+    mailboxes: Vec<std::sync::RwLock<Vec<DemoMessage>>>,
+    /// Numbers the messages `sendMail` delivers.
+    delivered: std::sync::atomic::AtomicUsize,
     /// Requests for the demo's tracking pixel: a mail reader that protects
     /// privacy makes none until the reader asks for remote images.
     pub tracker_hits: std::sync::atomic::AtomicUsize,
@@ -83,9 +85,10 @@ impl Demo {
                 let long: std::sync::Arc<str> = bodies::long_thread(1024 * 1024).into();
                 let base = settings.public_base();
                 (0..PEOPLE.len())
-                    .map(|p| mailbox::mailbox(p, now, base, &long))
+                    .map(|p| std::sync::RwLock::new(mailbox::mailbox(p, now, base, &long)))
                     .collect()
             },
+            delivered: std::sync::atomic::AtomicUsize::new(0),
             tracker_hits: std::sync::atomic::AtomicUsize::new(0),
             codes: Mutex::new(HashMap::new()),
             refresh_tokens: Mutex::new(HashMap::new()),
@@ -98,6 +101,36 @@ impl Demo {
             legacy_actions: settings.action_scheme == crate::settings::ActionScheme::Legacy,
             legacy_issuer: settings.action_issuer.clone(),
         }
+    }
+
+    /// `person`'s mailbox, to read.
+    pub(crate) fn mailbox(
+        &self,
+        person: usize,
+    ) -> std::sync::RwLockReadGuard<'_, Vec<DemoMessage>> {
+        self.mailboxes[person]
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `person`'s mailbox, to change.
+    pub(crate) fn mailbox_mut(
+        &self,
+        person: usize,
+    ) -> std::sync::RwLockWriteGuard<'_, Vec<DemoMessage>> {
+        self.mailboxes[person]
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The card of message `id`, if it is an actionable message.
+    pub fn card_of(&self, id: &str) -> Option<mailbox::DemoCard> {
+        (0..PEOPLE.len()).find_map(|p| {
+            self.mailbox(p)
+                .iter()
+                .find(|m| m.id == id)
+                .and_then(|m| m.card.clone())
+        })
     }
 
     /// The signing keys, generated on first use (off the async runtime's
@@ -151,6 +184,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/outlook/api/v2.0/me/messages/{id}",
                 web::get().to(graph::message),
             )
+            .route("/graph/v1.0/me/sendMail", web::post().to(graph::send_mail))
             .route("/images/hero.svg", web::get().to(graph::image))
             .route("/tracker/open.gif", web::get().to(graph::tracker))
             .route("/owa/", web::get().to(idp::outlook_web))

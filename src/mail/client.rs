@@ -217,6 +217,87 @@ impl MailClient {
         Ok((body, truncated))
     }
 
+    /// Sends an HTML email from the signed-in person to `to` with Graph's
+    /// `POST /me/sendMail` (202; needs `Mail.Send`), saved to Sent Items.
+    pub async fn send_mail(
+        &self,
+        token: &str,
+        mailbox: &str,
+        to: &str,
+        subject: &str,
+        html: &str,
+    ) -> Result<(), MailError> {
+        let client_request_id = uuid::Uuid::new_v4().to_string();
+        let message = serde_json::json!({
+            "message": {
+                "subject": subject,
+                "body": {"contentType": "HTML", "content": html},
+                "toRecipients": [{"emailAddress": {"address": to}}],
+            },
+            "saveToSentItems": true,
+        });
+        let mut request = self
+            .http
+            .post(format!("{}/me/sendMail", self.base))
+            .bearer_auth(token)
+            .header(ACCEPT, "application/json")
+            .header("client-request-id", &client_request_id)
+            .header("return-client-request-id", "true")
+            .json(&message);
+        if let Ok(anchor) = HeaderValue::from_str(mailbox)
+            && !mailbox.is_empty()
+        {
+            request = request.header("X-AnchorMailbox", anchor);
+        }
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                tracing::warn!(%client_request_id, "sendMail timed out");
+                return Err(MailError::Timeout { client_request_id });
+            }
+            Err(e) => {
+                tracing::warn!(%client_request_id, error = %e, "sendMail unreachable");
+                return Err(MailError::Unreachable { client_request_id });
+            }
+        };
+        let status = response.status();
+        let request_id = header(&response, "request-id");
+        match status {
+            s if s.is_success() => Ok(()),
+            StatusCode::UNAUTHORIZED => {
+                let claims =
+                    header(&response, WWW_AUTHENTICATE.as_str()).and_then(|v| claims_challenge(&v));
+                let (code, message) = error_of(response).await;
+                tracing::info!(%client_request_id, ?request_id, "sendMail refused the access token");
+                Err(MailError::Unauthorized {
+                    client_request_id,
+                    code,
+                    message,
+                    claims,
+                })
+            }
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                let wait =
+                    header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
+                tracing::warn!(%client_request_id, ?request_id, %status, ?wait, "sendMail is throttled");
+                Err(MailError::Throttled {
+                    retry_after_secs: wait.map(|s| s.ceil() as u64),
+                    client_request_id,
+                })
+            }
+            _ => {
+                let (code, _) = error_of(response).await;
+                tracing::warn!(%client_request_id, ?request_id, %status, code = ?code.as_deref().map(clean), "sendMail failed");
+                Err(MailError::Upstream {
+                    status: status.as_u16(),
+                    code,
+                    client_request_id,
+                    request_id,
+                })
+            }
+        }
+    }
+
     /// The signed-in person's name and job title (`/me`).
     pub async fn profile(&self, token: &str, mailbox: &str) -> Result<Profile, MailError> {
         let path = match self.api {

@@ -111,13 +111,19 @@ pub async fn message(
     {
         Ok(m) => {
             let web_link = m.web_link.clone().filter(|link| outlook_link(link, &state));
-            let view = MessageView::new(
+            let mut view = MessageView::new(
                 state.chrome(&session),
                 m,
                 web_link,
                 q.wanted(),
                 OffsetDateTime::now_utc(),
             );
+            // Demo mode: an actionable message opens on the stand-in's card page.
+            view.card_link = state
+                .demo
+                .as_ref()
+                .filter(|d| d.card_of(&id).is_some())
+                .map(|_| format!("/_demo/actions?message={id}"));
             html(StatusCode::OK, &view)
         }
         Err(e) => mail_failed(&session, &state, e),
@@ -263,7 +269,10 @@ fn body_response(
 
 /// The signed-in person with a usable access token, or the response that
 /// gets them one (home when signed out, a silent sign-in when expired).
-async fn signed_in(state: &AppState, session: &TypedSession) -> Result<SignedInUser, HttpResponse> {
+pub(crate) async fn signed_in(
+    state: &AppState,
+    session: &TypedSession,
+) -> Result<SignedInUser, HttpResponse> {
     if session.store_unavailable() {
         return Err(AppError::SessionStoreDown.render(state.chrome(session)));
     }
@@ -288,7 +297,7 @@ async fn signed_in(state: &AppState, session: &TypedSession) -> Result<SignedInU
 /// A failed mail call: a refused token goes back through sign-in (once a
 /// minute at most, with a claims challenge when the API sent one); the rest
 /// are pages.
-fn mail_failed(session: &TypedSession, state: &AppState, e: MailError) -> HttpResponse {
+pub(crate) fn mail_failed(session: &TypedSession, state: &AppState, e: MailError) -> HttpResponse {
     match e {
         MailError::Unauthorized {
             code,

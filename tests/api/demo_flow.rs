@@ -183,7 +183,7 @@ async fn the_sign_in_request_carries_state_nonce_and_pkce() {
     );
     assert_eq!(
         query(&url, "scope").as_deref(),
-        Some("openid profile offline_access User.Read Mail.Read")
+        Some("openid profile offline_access User.Read Mail.Read Mail.Send")
     );
     assert!(query(&url, "state").unwrap().len() >= 16);
     assert!(query(&url, "nonce").unwrap().len() >= 16);
@@ -394,22 +394,56 @@ async fn the_demo_token_endpoint_checks_the_pkce_verifier_and_secret() {
 }
 
 #[tokio::test]
-async fn the_demo_actions_card_approves_and_shows_a_forgery_refused() {
+async fn the_demo_card_loop_sends_approves_refreshes_and_refuses_a_late_reject() {
     let app = spawn_app().await;
-    let page = body(app.get("/_demo/actions").await).await;
-    assert!(page.contains("Approve") && page.contains("Reject") && page.contains("forged"));
+    sign_in_as(&app, 0).await;
+    let expense = send_card(&app).await;
+    // The card email is in the demo Inbox, and opens on the stand-in's card page.
+    let inbox = body(app.get("/mail").await).await;
+    let subject = format!("Expense {expense} is waiting for your decision");
+    assert!(inbox.contains(&subject), "{inbox}");
+    let id = card_message_id(&app);
+    let message = body(app.get(&format!("/mail/{id}")).await).await;
+    assert!(
+        message.contains(&format!("href=\"/_demo/actions?message={id}\"")),
+        "{message}"
+    );
+    let page = body(app.get(&format!("/_demo/actions?message={id}")).await).await;
+    assert!(
+        page.contains(&format!("Expense report {expense}")),
+        "{page}"
+    );
+    assert!(
+        page.contains("value=\"current:0\">Approve") && page.contains("value=\"current:1\">Reject")
+    );
 
     let press = |button: &'static str| {
         app.client
             .post(app.url("/_demo/actions"))
-            .form(&[("button", button), ("person", "1")])
+            .form(&[
+                ("message", id.as_str()),
+                ("button", button),
+                ("person", "0"),
+            ])
             .send()
     };
-    let page = body(press("approve").await.unwrap()).await;
+    let page = body(press("current:0").await.unwrap()).await;
     assert!(page.contains("200 OK"), "{page}");
     assert!(page.contains("The expense was approved."));
-    let page = body(press("reject").await.unwrap()).await;
-    assert!(page.contains("The expense was rejected."), "{page}");
+    assert!(page.contains("id=\"card-refreshed\""));
+    assert!(
+        page.contains("Approved by AdeleV@contoso.com on "),
+        "{page}"
+    );
+    assert!(
+        !page.contains("value=\"current:0\""),
+        "the refreshed card still has buttons"
+    );
+    // Reject on the card as it arrived: 409, and the decision stands.
+    let page = body(press("original:1").await.unwrap()).await;
+    assert!(page.contains("409 Conflict"), "{page}");
+    assert!(page.contains("This expense was already approved."));
+    assert!(page.contains("Approved by AdeleV@contoso.com on "));
     let page = body(press("forged").await.unwrap()).await;
     assert!(page.contains("401 Unauthorized"), "{page}");
 }
@@ -421,15 +455,61 @@ async fn the_demo_card_works_with_the_legacy_scheme_too() {
         ("ACTION_SENDERS", "expenses@contoso.com"),
     ]))
     .await;
+    sign_in_as(&app, 1).await;
+    send_card(&app).await;
+    let id = card_message_id(&app);
     let page = body(
         app.client
             .post(app.url("/_demo/actions"))
-            .form(&[("button", "approve"), ("person", "0")])
+            .form(&[
+                ("message", id.as_str()),
+                ("button", "current:1"),
+                ("person", "1"),
+            ])
             .send()
             .await
             .unwrap(),
     )
     .await;
     assert!(page.contains("legacy EAT token"), "{page}");
-    assert!(page.contains("The expense was approved."), "{page}");
+    assert!(page.contains("The expense was rejected."), "{page}");
+}
+
+#[tokio::test]
+async fn the_card_page_without_a_card_offers_to_send_one() {
+    let app = spawn_app().await;
+    let page = body(app.get("/_demo/actions").await).await;
+    assert!(page.contains("No card yet") && page.contains("Sign in first"));
+    sign_in_as(&app, 2).await;
+    let page = body(app.get("/_demo/actions").await).await;
+    assert!(page.contains("Send me a test expense card"));
+}
+
+/// Presses "Send me a test expense card" and returns the expense id.
+pub async fn send_card(app: &TestApp) -> String {
+    let r = app
+        .client
+        .post(app.url("/cards/send"))
+        .header("Origin", app.address.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = body(r).await;
+    assert!(
+        page.contains("Your test expense card is on its way"),
+        "{page}"
+    );
+    let start = page.find("EXP-").unwrap();
+    page[start..start + 15].to_owned()
+}
+
+/// The newest card message delivered in the demo.
+fn card_message_id(app: &TestApp) -> String {
+    let demo = app.state.demo.as_ref().unwrap();
+    (0..3)
+        .flat_map(|p| (0..200).map(move |n| format!("AAMkAD{p}C{n:05}")))
+        .filter(|id| demo.card_of(id).is_some())
+        .last()
+        .unwrap()
 }

@@ -39,6 +39,16 @@ pub fn settings(vars: &[(&str, &str)]) -> Settings {
         .collect();
     map.entry("BIND".into())
         .or_insert_with(|| "127.0.0.1:0".into());
+    // Each app gets its own embedded decision store.
+    map.entry("DATA_DIR".into()).or_insert_with(|| {
+        std::env::temp_dir()
+            .join(format!(
+                "outlook-inbox-test-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .to_string_lossy()
+            .into_owned()
+    });
     let mut s = Settings::from_lookup(|k| map.get(k).cloned()).unwrap();
     s.upstream_timeout = Duration::from_secs(2);
     s

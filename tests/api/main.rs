@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod actions;
+mod decisions;
 mod demo_flow;
 mod edges;
 mod helpers;

@@ -1,0 +1,283 @@
+//! The embedded decision store: one SQLite file under `DATA_DIR`, in WAL
+//! mode. SQLite calls block, so every one runs on the blocking pool, never
+//! on the async workers; one connection behind a mutex serialises writes
+//! (SQLite allows one writer at a time anyway).
+//!
+//! Durability: WAL with `synchronous=NORMAL` — a committed decision is in
+//! the WAL file before the answer is sent, so it survives the process being
+//! killed; only a power loss can lose the last transactions.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    Answer, Decided, Decision, DecisionStore, Expense, NewExpense, Recorded, StoreError,
+    expense_id, year_of,
+};
+use crate::settings::ConfigError;
+
+/// The file's name under `DATA_DIR`.
+pub const FILE_NAME: &str = "outlook-inbox.sqlite3";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: expenses, their one decision, and the answer to each action request.
+    "CREATE TABLE expenses (
+        id TEXT PRIMARY KEY,
+        year INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        amount_cents INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        submitter TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        recipient TEXT,
+        created_at INTEGER NOT NULL,
+        UNIQUE (year, seq)
+    );
+    CREATE TABLE decisions (
+        expense_id TEXT PRIMARY KEY REFERENCES expenses(id),
+        decision TEXT NOT NULL CHECK (decision IN ('approved', 'rejected')),
+        performer TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        action_request_id TEXT,
+        card_correlation_id TEXT
+    );
+    CREATE TABLE answers (
+        request_id TEXT PRIMARY KEY,
+        expense_id TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        message TEXT NOT NULL
+    );",
+];
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` and migrates it. A
+    /// folder that cannot be created or written, or a file that is not a
+    /// database, is a start-up error naming `DATA_DIR`.
+    pub fn open(dir: &Path) -> Result<Self, ConfigError> {
+        let bad = |what: String| ConfigError {
+            variable: "DATA_DIR",
+            message: format!("`{}`: {what}", dir.display()),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot be created ({e})")))?;
+        let path = dir.join(FILE_NAME);
+        let conn =
+            Connection::open(&path).map_err(|e| bad(format!("cannot open {FILE_NAME} ({e})")))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| bad(e.to_string()))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| bad(format!("{FILE_NAME} is not a usable database ({e})")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(bad(format!(
+                "{FILE_NAME} cannot use write-ahead logging (mode {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(|e| bad(e.to_string()))?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| bad(format!("{FILE_NAME} is damaged ({e})")))?;
+        if check != "ok" {
+            return Err(bad(format!("{FILE_NAME} is damaged ({check})")));
+        }
+        migrate(&conn).map_err(|e| bad(format!("migrating {FILE_NAME} failed ({e})")))?;
+        // Writable? A read-only folder or file fails here, at start-up.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(|e| bad(format!("{FILE_NAME} is not writable ({e})")))?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
+    }
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let applied: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))?;
+        tracing::info!(version = i + 1, "decision store migrated");
+    }
+    Ok(())
+}
+
+fn recorded(row: &rusqlite::Row<'_>) -> rusqlite::Result<Recorded> {
+    let decision: String = row.get(0)?;
+    Ok(Recorded {
+        decision: Decision::parse(&decision).unwrap_or(Decision::Rejected),
+        performer: row.get(1)?,
+        at: row.get(2)?,
+        action_request_id: row.get(3)?,
+        card_correlation_id: row.get(4)?,
+    })
+}
+
+const SELECT_DECISION: &str = "SELECT decision, performer, at, action_request_id, card_correlation_id FROM decisions WHERE expense_id = ?1";
+
+impl DecisionStore for SqliteStore {
+    async fn create_expense(&self, e: NewExpense) -> Result<Expense, StoreError> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let year = year_of(e.created_at);
+            let seq: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM expenses WHERE year = ?1",
+                [year],
+                |r| r.get(0),
+            )?;
+            let id = expense_id(year, seq.max(1) as u64);
+            tx.execute(
+                "INSERT INTO expenses (id, year, seq, amount_cents, currency, submitter, purpose, recipient, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![id, year, seq, e.amount_cents, e.currency, e.submitter, e.purpose, e.recipient, e.created_at],
+            )?;
+            tx.commit()?;
+            Ok(Expense {
+                id,
+                amount_cents: e.amount_cents,
+                currency: e.currency,
+                submitter: e.submitter,
+                purpose: e.purpose,
+                recipient: e.recipient,
+                created_at: e.created_at,
+            })
+        })
+        .await
+    }
+
+    async fn expense(&self, id: &str) -> Result<Option<(Expense, Option<Recorded>)>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |conn| {
+            let expense = conn
+                .query_row(
+                    "SELECT id, amount_cents, currency, submitter, purpose, recipient, created_at FROM expenses WHERE id = ?1",
+                    [&id],
+                    |r| {
+                        Ok(Expense {
+                            id: r.get(0)?,
+                            amount_cents: r.get(1)?,
+                            currency: r.get(2)?,
+                            submitter: r.get(3)?,
+                            purpose: r.get(4)?,
+                            recipient: r.get(5)?,
+                            created_at: r.get(6)?,
+                        })
+                    },
+                )
+                .optional()?;
+            let Some(expense) = expense else {
+                return Ok(None);
+            };
+            let decision = conn.query_row(SELECT_DECISION, [&id], recorded).optional()?;
+            Ok(Some((expense, decision)))
+        })
+        .await
+    }
+
+    async fn decide(&self, expense_id: &str, d: &Recorded) -> Result<Decided, StoreError> {
+        let (id, d) = (expense_id.to_owned(), d.clone());
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let known: bool = tx
+                .query_row("SELECT 1 FROM expenses WHERE id = ?1", [&id], |_| Ok(true))
+                .optional()?
+                .unwrap_or(false);
+            if !known {
+                return Ok(Decided::Unknown);
+            }
+            // The primary key makes the first decision win; a later one changes nothing.
+            let inserted = tx.execute(
+                "INSERT INTO decisions (expense_id, decision, performer, at, action_request_id, card_correlation_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (expense_id) DO NOTHING",
+                params![id, d.decision.as_str(), d.performer, d.at, d.action_request_id, d.card_correlation_id],
+            )?;
+            let outcome = if inserted == 1 {
+                Decided::First(d)
+            } else {
+                Decided::Earlier(tx.query_row(SELECT_DECISION, [&id], recorded)?)
+            };
+            tx.commit()?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
+        let rid = request_id.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT status, message, expense_id FROM answers WHERE request_id = ?1",
+                [&rid],
+                |r| {
+                    Ok(Answer {
+                        status: r.get(0)?,
+                        message: r.get(1)?,
+                        expense_id: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
+        let (rid, a) = (request_id.to_owned(), answer.clone());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO answers (request_id, expense_id, status, message) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (request_id) DO NOTHING",
+                params![rid, a.expense_id, a.status, a.message],
+            )?;
+            conn.query_row(
+                "SELECT status, message, expense_id FROM answers WHERE request_id = ?1",
+                [&rid],
+                |r| {
+                    Ok(Answer {
+                        status: r.get(0)?,
+                        message: r.get(1)?,
+                        expense_id: r.get(2)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+}
