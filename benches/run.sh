@@ -17,17 +17,18 @@ DURATION=${DURATION:-10s}
 command -v wrk >/dev/null && command -v ab >/dev/null && command -v redis-server >/dev/null ||
   { echo "needs wrk, ab and redis-server: apt-get install -y wrk apache2-utils redis-server" >&2; exit 1; }
 
-cargo build --release --quiet --bin outlook-inbox --example bench_standin
+cargo build --release --quiet --bin outlook-inbox --example bench_standin --example bench_seed
 work=$(mktemp -d)
 cleanup() { kill "${app_pid:-}" "${redis_app_pid:-}" "${standin_pid:-}" "${redis_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+./target/release/examples/bench_seed "$work/data" 300000
 ./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
 standin_pid=$!
 for _ in $(seq 100); do curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
 CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
 AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
-BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
+BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench DATA_DIR="$work/data" \
 ./target/release/outlook-inbox >"$work/app.log" 2>&1 &
 app_pid=$!
 for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
@@ -88,13 +89,13 @@ echo "-c32: $(requests "$work/mail_32.txt") requests, $(awk '/Requests\/sec/{pri
 echo "app resident memory after load: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
 
 echo
-echo "== POST /api/expense with a valid entra token (the same token every time, as the Actions service reuses one)"
+echo "== POST /api/expense, seed shape (no expenseId), with a valid entra token (the same token every time, as the Actions service reuses one)"
 token=$(curl -s "http://$STANDIN/action-token?aud=api://auth-am-bench")
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
 fetches_before=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
 cat >"$work/post.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"expenseId":"EXP-1","action":"approve"}'
+wrk.body = '{"action":"approve"}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
@@ -103,6 +104,56 @@ only_2xx "$work/actions.txt"
 fetches_after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
 grep -E "Requests/sec|requests in|50%|99%|Non-2xx" "$work/actions.txt" || true
 echo "key fetches during the run: $((fetches_after - fetches_before))"
+
+year=$(date -u +%Y)
+echo
+echo "== first decisions on new expenses (SQLite; each request a different expenseId)"
+cat >"$work/first.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+local threads = 0
+function setup(thread) thread:set("base", threads * 150000); threads = threads + 1 end
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"expenseId":"EXP-$year-%06d","action":"approve"}', base + n))
+end
+LUA
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/first.lua" "http://$APP/api/expense" >"$work/first.txt"
+only_2xx "$work/first.txt"
+grep -E "Requests/sec|requests in|50%|99%" "$work/first.txt" || true
+
+echo
+echo "== repeated presses on a decided expense (answer: already approved)"
+cat >"$work/again.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"expenseId":"EXP-$year-000001","action":"approve"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/again.lua" "http://$APP/api/expense" >"$work/again.txt"
+only_2xx "$work/again.txt"
+grep -E "Requests/sec|requests in|50%|99%" "$work/again.txt" || true
+
+echo
+echo "== POST /api/expense/card (auto-invoke), alone and beside first decisions"
+cat >"$work/card.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"expenseId":"EXP-$year-000002"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/card.lua" "http://$APP/api/expense/card" >"$work/card.txt"
+only_2xx "$work/card.txt"
+echo "alone: $(awk '/Requests\/sec/{print $2}' "$work/card.txt") req/s, p50 $(median "$work/card.txt"), p99 $(awk '/^ +99%/{print $2}' "$work/card.txt")"
+sed -i 's/base \* 0/base/; s/threads \* 150000/threads * 150000 + 75000/' "$work/first.lua"
+wrk -t1 -c16 -d"$DURATION" --latency -s "$work/first.lua" "http://$APP/api/expense" >"$work/first_beside.txt" &
+first_pid=$!
+wrk -t1 -c16 -d"$DURATION" --latency -s "$work/card.lua" "http://$APP/api/expense/card" >"$work/card_beside.txt"
+wait "$first_pid"
+only_2xx "$work/card_beside.txt"
+echo "beside first decisions ($(awk '/Requests\/sec/{print $2}' "$work/first_beside.txt") req/s of them): $(awk '/Requests\/sec/{print $2}' "$work/card_beside.txt") req/s, p50 $(median "$work/card_beside.txt"), p99 $(awk '/^ +99%/{print $2}' "$work/card_beside.txt")"
 echo "app resident memory at the end: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
 
 echo

@@ -322,24 +322,24 @@ pub async fn expense(
             tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), "action refused: unknown expense");
             return with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE);
         }
-        Decided::First(d) => (
+        Decided::First(_, d) => (
             StatusCode::OK,
             format!("The expense was {}.", d.decision.as_str()),
             "recorded",
         ),
-        Decided::Earlier(d) if d.decision == decision => (
+        Decided::Earlier(_, d) if d.decision == decision => (
             StatusCode::OK,
             format!("This expense was already {}.", d.decision.as_str()),
             "already",
         ),
-        Decided::Earlier(d) => (
+        Decided::Earlier(_, d) => (
             StatusCode::CONFLICT,
             format!("This expense was already {}.", d.decision.as_str()),
             "conflict",
         ),
     };
     tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), performer = %Untrusted(&identity.performer), asked = decision.as_str(), outcome, status = status.as_u16(), "expense action");
-    let mut answer = Answer {
+    let answer = Answer {
         status: status.as_u16(),
         message,
         expense_id,
@@ -347,13 +347,17 @@ pub async fn expense(
     if let Some(rid) = &raw_request_id {
         // Two copies of one request racing: whichever was kept first is the answer.
         match state.decisions.keep_answer(rid, &answer).await {
-            Ok(kept) => answer = kept,
+            Ok(kept) if kept != answer => return answer_with_card(&state, &kept).await,
+            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(%request_id, error = %e, "the answer could not be kept for retries")
             }
         }
     }
-    answer_with_card(&state, &answer).await
+    let (Decided::First(expense, d) | Decided::Earlier(expense, d)) = decided else {
+        return with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE);
+    };
+    card_of(&state, status, Some(&answer.message), &expense, Some(&d))
 }
 
 /// `POST /api/expense/card`: the expense's current card, for the card's
@@ -419,29 +423,41 @@ async fn answer_with_card(state: &AppState, answer: &Answer) -> HttpResponse {
 }
 
 /// `status` with `CARD-UPDATE-IN-BODY: true` and the current card of
-/// `expense_id` (Adaptive Card 1.0 JSON).
+/// `expense_id` (Adaptive Card 1.0 JSON), read from the store.
 async fn card_response(
     state: &AppState,
     status: StatusCode,
     message: Option<&str>,
     expense_id: &str,
 ) -> HttpResponse {
-    let (expense, decision) = match state.decisions.expense(expense_id).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE),
+    match state.decisions.expense(expense_id).await {
+        Ok(Some((expense, decision))) => {
+            card_of(state, status, message, &expense, decision.as_ref())
+        }
+        Ok(None) => with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE),
         Err(e) => {
             tracing::error!(error = %e, "the card could not be read: the store is unavailable");
-            return with_status(StatusCode::SERVICE_UNAVAILABLE, NOT_RECORDED);
+            with_status(StatusCode::SERVICE_UNAVAILABLE, NOT_RECORDED)
         }
-    };
+    }
+}
+
+/// `status` with `CARD-UPDATE-IN-BODY: true` and the card of `expense` as `decision` leaves it.
+fn card_of(
+    state: &AppState,
+    status: StatusCode,
+    message: Option<&str>,
+    expense: &crate::store::Expense,
+    decision: Option<&Recorded>,
+) -> HttpResponse {
     let originator = state
         .settings
         .action_originator
         .as_deref()
         .unwrap_or_default();
     let card = cards::card(
-        &expense,
-        decision.as_ref(),
+        expense,
+        decision,
         &cards::CardContext {
             public_base: state.settings.public_base(),
             originator,

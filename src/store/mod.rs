@@ -67,9 +67,9 @@ pub struct Recorded {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decided {
     /// This call recorded the decision.
-    First(Recorded),
+    First(Expense, Recorded),
     /// A decision was already recorded (by this or another performer).
-    Earlier(Recorded),
+    Earlier(Expense, Recorded),
     /// No such expense.
     Unknown,
 }
@@ -104,7 +104,8 @@ pub trait DecisionStore: Send + Sync {
         id: &str,
     ) -> impl Future<Output = Result<Option<(Expense, Option<Recorded>)>, StoreError>> + Send;
 
-    /// Records `decision` unless one is recorded already (atomically).
+    /// Records `decision` unless one is recorded already (atomically), and
+    /// returns the expense with the decision that stands.
     fn decide(
         &self,
         expense_id: &str,

@@ -110,20 +110,18 @@ impl DecisionStore for RedisStore {
 
     async fn decide(&self, expense_id: &str, d: &Recorded) -> Result<Decided, StoreError> {
         let mut conn = self.conn().await?;
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(key("expense", expense_id))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        if !exists {
+        let Some(expense) = self
+            .get_json::<Expense>(&mut conn, &key("expense", expense_id))
+            .await?
+        else {
             return Ok(Decided::Unknown);
-        }
+        };
         let decision_key = key("decision", expense_id);
         if self.set_nx(&mut conn, &decision_key, d, None).await? {
-            return Ok(Decided::First(d.clone()));
+            return Ok(Decided::First(expense, d.clone()));
         }
         match self.get_json(&mut conn, &decision_key).await? {
-            Some(earlier) => Ok(Decided::Earlier(earlier)),
+            Some(earlier) => Ok(Decided::Earlier(expense, earlier)),
             None => Err(StoreError::Unavailable(
                 "the recorded decision vanished".into(),
             )),

@@ -145,6 +145,20 @@ fn recorded(row: &rusqlite::Row<'_>) -> rusqlite::Result<Recorded> {
     })
 }
 
+const SELECT_EXPENSE: &str = "SELECT id, amount_cents, currency, submitter, purpose, recipient, created_at FROM expenses WHERE id = ?1";
+
+fn expense_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Expense> {
+    Ok(Expense {
+        id: r.get(0)?,
+        amount_cents: r.get(1)?,
+        currency: r.get(2)?,
+        submitter: r.get(3)?,
+        purpose: r.get(4)?,
+        recipient: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
 const SELECT_DECISION: &str = "SELECT decision, performer, at, action_request_id, card_correlation_id FROM decisions WHERE expense_id = ?1";
 
 impl DecisionStore for SqliteStore {
@@ -181,26 +195,14 @@ impl DecisionStore for SqliteStore {
         let id = id.to_owned();
         self.with(move |conn| {
             let expense = conn
-                .query_row(
-                    "SELECT id, amount_cents, currency, submitter, purpose, recipient, created_at FROM expenses WHERE id = ?1",
-                    [&id],
-                    |r| {
-                        Ok(Expense {
-                            id: r.get(0)?,
-                            amount_cents: r.get(1)?,
-                            currency: r.get(2)?,
-                            submitter: r.get(3)?,
-                            purpose: r.get(4)?,
-                            recipient: r.get(5)?,
-                            created_at: r.get(6)?,
-                        })
-                    },
-                )
+                .query_row(SELECT_EXPENSE, [&id], expense_row)
                 .optional()?;
             let Some(expense) = expense else {
                 return Ok(None);
             };
-            let decision = conn.query_row(SELECT_DECISION, [&id], recorded).optional()?;
+            let decision = conn
+                .query_row(SELECT_DECISION, [&id], recorded)
+                .optional()?;
             Ok(Some((expense, decision)))
         })
         .await
@@ -209,14 +211,14 @@ impl DecisionStore for SqliteStore {
     async fn decide(&self, expense_id: &str, d: &Recorded) -> Result<Decided, StoreError> {
         let (id, d) = (expense_id.to_owned(), d.clone());
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let known: bool = tx
-                .query_row("SELECT 1 FROM expenses WHERE id = ?1", [&id], |_| Ok(true))
-                .optional()?
-                .unwrap_or(false);
-            if !known {
+            let Some(expense) = conn.query_row(SELECT_EXPENSE, [&id], expense_row).optional()? else {
                 return Ok(Decided::Unknown);
+            };
+            // A decision never changes once made, so reading it needs no write lock.
+            if let Some(earlier) = conn.query_row(SELECT_DECISION, [&id], recorded).optional()? {
+                return Ok(Decided::Earlier(expense, earlier));
             }
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // The primary key makes the first decision win; a later one changes nothing.
             let inserted = tx.execute(
                 "INSERT INTO decisions (expense_id, decision, performer, at, action_request_id, card_correlation_id)
@@ -224,9 +226,9 @@ impl DecisionStore for SqliteStore {
                 params![id, d.decision.as_str(), d.performer, d.at, d.action_request_id, d.card_correlation_id],
             )?;
             let outcome = if inserted == 1 {
-                Decided::First(d)
+                Decided::First(expense, d)
             } else {
-                Decided::Earlier(tx.query_row(SELECT_DECISION, [&id], recorded)?)
+                Decided::Earlier(expense, tx.query_row(SELECT_DECISION, [&id], recorded)?)
             };
             tx.commit()?;
             Ok(outcome)

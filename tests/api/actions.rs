@@ -261,12 +261,12 @@ async fn claims_that_do_not_fit_are_401() {
         (
             "expired",
             Box::new(|c| {
-                c["exp"] = json!(now() - 600);
+                c["exp"] = json!(now() - 310);
                 c["iat"] = json!(now() - 4000);
                 c["nbf"] = json!(now() - 4000);
             }),
         ),
-        ("not yet valid", Box::new(|c| c["nbf"] = json!(now() + 900))),
+        ("not yet valid", Box::new(|c| c["nbf"] = json!(now() + 310))),
         (
             "wrong iss",
             Box::new(|c| c["iss"] = json!(format!("https://sts.windows.net/{TENANT}/"))),
@@ -401,11 +401,15 @@ async fn cached_keys_keep_working_while_the_key_endpoint_is_down() {
 #[tokio::test]
 async fn many_concurrent_requests_with_a_cold_cache_fetch_the_keys_once() {
     let a = Arc::new(entra(&[]).await);
-    let token = a.token(&v1_claims(&a.idp, "john@contoso.com"));
+    // A slow key endpoint: every request arrives while the first fetch is under
+    // way, so a cache without single-flight would fetch once per request.
+    *a.idp.keys.delay.lock().unwrap() = Some(Duration::from_millis(500));
     let mut tasks = Vec::new();
-    for _ in 0..64 {
+    for i in 0..64 {
         let a = a.clone();
-        let token = token.clone();
+        let mut claims = v1_claims(&a.idp, "john@contoso.com");
+        claims["jti"] = json!(i);
+        let token = a.token(&claims);
         tasks.push(tokio::spawn(async move {
             a.post(&token).await.status().as_u16()
         }));
@@ -537,4 +541,139 @@ async fn legacy_tokens_with_wrong_claims_are_401() {
     let mut c = good.clone();
     c["iss"] = json!(format!("https://sts.windows.net/{TENANT}/"));
     assert_eq!(l.status_of(&c).await.0, 401);
+}
+
+#[tokio::test]
+async fn a_correctly_signed_token_over_16_kib_is_401_before_any_key_lookup() {
+    let a = entra(&[]).await;
+    let mut claims = v1_claims(&a.idp, "john@contoso.com");
+    claims["padding"] = json!("p".repeat(17 * 1024));
+    let token = a.token(&claims);
+    assert!(token.len() > 16 * 1024);
+    assert_eq!(a.post(&token).await.status(), 401);
+    assert_eq!(
+        a.idp.keys.hits(),
+        0,
+        "the key set was fetched for an oversized token"
+    );
+    // The same claims without the padding verify: size was the only reason.
+    assert_eq!(
+        a.status_of(&v1_claims(&a.idp, "john@contoso.com")).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_leeway_is_five_minutes_on_both_sides_for_action_tokens() {
+    let a = entra(&[]).await;
+    let with = |field: &str, value: i64| {
+        let mut c = v1_claims(&a.idp, "john@contoso.com");
+        c[field] = json!(value);
+        if field == "exp" {
+            c["iat"] = json!(value - 3600);
+            c["nbf"] = json!(value - 3600);
+        }
+        c
+    };
+    assert_eq!(
+        a.status_of(&with("exp", now() - 290)).await,
+        200,
+        "expired 290 s ago: inside the leeway"
+    );
+    assert_eq!(
+        a.status_of(&with("exp", now() - 310)).await,
+        401,
+        "expired 310 s ago: outside"
+    );
+    assert_eq!(
+        a.status_of(&with("nbf", now() + 290)).await,
+        200,
+        "valid in 290 s: inside the leeway"
+    );
+    assert_eq!(
+        a.status_of(&with("nbf", now() + 310)).await,
+        401,
+        "valid in 310 s: outside"
+    );
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_an_object_or_an_unknown_action_are_400_with_the_header() {
+    let a = entra(&[]).await;
+    let token = a.token(&v1_claims(&a.idp, "john@contoso.com"));
+    let auth = format!("Bearer {token}");
+    for (body, message) in [
+        ("[1]", "The request body is not a JSON object."),
+        (
+            r#"{"action":"delete"}"#,
+            "The action must be \"approve\" or \"reject\".",
+        ),
+        ("not json", "The request body is not JSON."),
+    ] {
+        let r = a
+            .post_with(&[("Authorization", auth.as_str())], Some(body))
+            .await;
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(card_status(&r).as_deref(), Some(message), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn when_keys_cannot_be_fetched_and_none_are_cached_actions_fail_closed_with_503() {
+    let idp = MockIdp::start().await;
+    *idp.keys.broken.lock().unwrap() = Some(502);
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let a = Actions {
+        app: spawn_with(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await,
+        idp,
+    };
+    let r = a
+        .post(&a.token(&v1_claims(&a.idp, "john@contoso.com")))
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        card_status(&r).as_deref(),
+        Some("The service cannot verify actions right now. Please try again later.")
+    );
+}
+
+#[tokio::test]
+async fn outcomes_are_logged_with_both_ids_and_never_the_token() {
+    captured_logs();
+    let a = entra(&[("ACTION_PERFORMERS", "@contoso.com")]).await;
+    let good = a.token(&v1_claims(&a.idp, "john@contoso.com"));
+    let stranger = a.token(&v1_claims(&a.idp, "eve@fabrikam.com"));
+    let mut ids = Vec::new();
+    for (token, body) in [
+        (good.as_str(), r#"{"action":"approve"}"#),
+        (stranger.as_str(), r#"{"action":"approve"}"#),
+        (good.as_str(), "[1]"),
+        ("not-a-token", r#"{"action":"approve"}"#),
+    ] {
+        let rid = uuid::Uuid::new_v4().to_string();
+        let cid = format!("corr-{}", uuid::Uuid::new_v4().simple());
+        let r = a
+            .app
+            .client
+            .post(a.app.url("/api/expense"))
+            .header("Authorization", format!("Bearer {token}"))
+            .header("Action-Request-Id", rid.as_str())
+            .header("Card-Correlation-Id", cid.as_str())
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().as_u16() >= 200);
+        ids.push((rid, cid));
+    }
+    let logs = captured_logs();
+    for (rid, cid) in &ids {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(rid.as_str()) && l.contains(cid.as_str())),
+            "no line with both ids {rid} {cid}"
+        );
+    }
+    let signature = good.rsplit('.').next().unwrap();
+    assert!(!logs.contains(signature), "a token reached the log");
 }

@@ -118,10 +118,12 @@ async fn pages_carry_security_headers_and_are_not_cached() {
         let r = app.get(p).await;
         let h = r.headers();
         let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
-        assert!(
-            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        assert_eq!(
+            csp,
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
             "{p}"
         );
+        assert!(!csp.contains("unsafe"), "{p}");
         assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{p}");
         assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff", "{p}");
         assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer", "{p}");

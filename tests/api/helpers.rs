@@ -125,15 +125,22 @@ pub struct KeysEndpoint {
     pub hits: Arc<AtomicUsize>,
     /// When set, answers this status with a garbage body.
     pub broken: Arc<Mutex<Option<u16>>>,
+    /// When set, every answer takes this long.
+    pub delay: Arc<Mutex<Option<Duration>>>,
 }
 
 impl Respond for KeysEndpoint {
     fn respond(&self, _: &Request) -> ResponseTemplate {
         self.hits.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay.lock().unwrap().unwrap_or_default();
         if let Some(status) = *self.broken.lock().unwrap() {
-            return ResponseTemplate::new(status).set_body_string("<html>gateway error</html>");
+            return ResponseTemplate::new(status)
+                .set_body_string("<html>gateway error</html>")
+                .set_delay(delay);
         }
-        ResponseTemplate::new(200).set_body_json(self.keys.lock().unwrap().clone())
+        ResponseTemplate::new(200)
+            .set_body_json(self.keys.lock().unwrap().clone())
+            .set_delay(delay)
     }
 }
 
@@ -183,6 +190,7 @@ impl MockIdp {
             keys: Arc::new(Mutex::new(json!({"keys": [signer.jwk()]}))),
             hits: Arc::new(AtomicUsize::new(0)),
             broken: Arc::new(Mutex::new(None)),
+            delay: Arc::new(Mutex::new(None)),
         };
         Mock::given(method("GET"))
             .and(path("/common/discovery/v2.0/keys"))
@@ -243,6 +251,18 @@ impl MockIdp {
             .await;
     }
 
+    /// Like the real token endpoint: answers `body` (once) only to a code
+    /// redemption whose `code_verifier` hashes (S256) to `challenge`.
+    pub async fn token_answers_pkce(&self, body: Value, challenge: String) {
+        Mock::given(method("POST"))
+            .and(path("/common/oauth2/v2.0/token"))
+            .and(PkceVerifier(challenge))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .up_to_n_times(1)
+            .mount(&self.server)
+            .await;
+    }
+
     /// Signs in through the app with an ID token made from the request's nonce.
     pub async fn sign_in(
         &self,
@@ -253,6 +273,7 @@ impl MockIdp {
         let authorize = app.start_sign_in().await;
         let state = query(&authorize, "state").unwrap();
         let nonce = query(&authorize, "nonce").unwrap();
+        let challenge = query(&authorize, "code_challenge").unwrap();
         let mut answer = json!({
             "token_type": "Bearer", "scope": "User.Read Mail.Read", "expires_in": 3599,
             "ext_expires_in": 3599, "access_token": "eyJ0eXAiOiJKV1QiLCJub25jZSI6Im9wYXF1ZSJ9.access.token",
@@ -261,7 +282,7 @@ impl MockIdp {
         for (k, v) in token_fields.as_object().cloned().unwrap_or_default() {
             answer[k] = v;
         }
-        self.token_answers(answer).await;
+        self.token_answers_pkce(answer, challenge).await;
         app.get(&format!(
             "/gettoken?code=test-code&state={state}&session_state=x"
         ))
@@ -459,5 +480,22 @@ impl std::io::Write for LogWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Matches a code redemption whose `code_verifier` is the PKCE S256 preimage
+/// of the `code_challenge` the app sent to the authorize endpoint.
+pub struct PkceVerifier(pub String);
+
+impl wiremock::Match for PkceVerifier {
+    fn matches(&self, request: &Request) -> bool {
+        use base64::Engine as _;
+        let verifier = url::form_urlencoded::parse(&request.body)
+            .find(|(k, _)| k == "code_verifier")
+            .map(|(_, v)| v.into_owned());
+        verifier.is_some_and(|v| {
+            let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, v.as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.as_ref()) == self.0
+        })
     }
 }

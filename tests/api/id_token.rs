@@ -142,7 +142,7 @@ async fn a_tenant_id_that_is_not_a_guid_is_refused() {
 #[tokio::test]
 async fn an_expired_token_is_refused() {
     refused(|c| {
-        c["exp"] = json!(now() - 600);
+        c["exp"] = json!(now() - 310);
         c["iat"] = json!(now() - 4200);
         c["nbf"] = json!(now() - 4200);
     })
@@ -151,7 +151,36 @@ async fn an_expired_token_is_refused() {
 
 #[tokio::test]
 async fn a_token_not_yet_valid_is_refused() {
-    refused(|c| c["nbf"] = json!(now() + 900)).await;
+    refused(|c| c["nbf"] = json!(now() + 310)).await;
+}
+
+/// Signs in with ID-token claims changed by `edit`, and expects success.
+async fn accepted(edit: impl FnOnce(&mut Value)) {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let r = idp
+        .sign_in(
+            &app,
+            |nonce| {
+                let mut claims = idp.id_claims(nonce);
+                edit(&mut claims);
+                idp.signer.sign(&claims).unwrap()
+            },
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 302, "{}", body(r).await);
+}
+
+#[tokio::test]
+async fn clock_skew_inside_five_minutes_is_tolerated_on_both_sides() {
+    accepted(|c| {
+        c["exp"] = json!(now() - 290);
+        c["iat"] = json!(now() - 3890);
+        c["nbf"] = json!(now() - 3890);
+    })
+    .await;
+    accepted(|c| c["nbf"] = json!(now() + 290)).await;
 }
 
 #[tokio::test]

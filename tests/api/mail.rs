@@ -1,5 +1,6 @@
 //! The mail call against a mock API: its request, and every way it can fail.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
@@ -173,18 +174,46 @@ async fn an_expired_access_token_tries_silently_then_interactively() {
 #[tokio::test]
 async fn throttling_is_retried_once_when_the_wait_is_short() {
     let (idp, app) = signed_in(&[]).await;
+    let times = Arc::new(Mutex::new(Vec::new()));
     Mock::given(path(INBOX))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0.2"))
+        .respond_with(Stamped(
+            times.clone(),
+            ResponseTemplate::new(429).insert_header("Retry-After", "0.4"),
+        ))
         .up_to_n_times(1)
+        .expect(1)
         .mount(&idp.server)
         .await;
     Mock::given(path(INBOX))
-        .respond_with(ResponseTemplate::new(200).set_body_json(messages(3)))
+        .respond_with(Stamped(
+            times.clone(),
+            ResponseTemplate::new(200).set_body_json(messages(3)),
+        ))
+        .expect(1)
         .mount(&idp.server)
         .await;
     let r = app.get("/mail").await;
     assert_eq!(r.status(), 200);
     assert!(body(r).await.contains("Message &#60;2&#62;"));
+    idp.server.verify().await;
+    // The retry waited at least as long as Retry-After asked (a lower bound: it cannot flake).
+    let t = times.lock().unwrap();
+    assert_eq!(t.len(), 2);
+    assert!(
+        t[1] - t[0] >= Duration::from_millis(400),
+        "{:?}",
+        t[1] - t[0]
+    );
+}
+
+/// A response that notes when it was given.
+struct Stamped(Arc<Mutex<Vec<std::time::Instant>>>, ResponseTemplate);
+
+impl wiremock::Respond for Stamped {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        self.0.lock().unwrap().push(std::time::Instant::now());
+        self.1.clone()
+    }
 }
 
 #[tokio::test]

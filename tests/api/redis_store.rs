@@ -157,17 +157,24 @@ async fn a_refused_refresh_sends_the_person_to_sign_in() {
     let (url, _server) = test_redis();
     let idp = MockIdp::start().await;
     let app = spawn_with(redis_settings(&idp, &url)).await;
-    Mock::given(body_string_contains("grant_type=refresh_token"))
+    Mock::given(method("POST"))
+        .and(path("/common/oauth2/v2.0/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .and(body_string_contains("refresh_token=0.refresh"))
         .respond_with(ResponseTemplate::new(400).set_body_json(json!({
             "error": "invalid_grant", "error_description": "AADSTS70008: The refresh token has expired.",
         })))
+        .expect(1)
         .mount(&idp.server)
         .await;
-    let r = idp.sign_in_valid(&app, json!({"expires_in": 30})).await;
+    // 90 s left: inside the two-minute refresh margin, outside the one-minute
+    // expiry margin, so only the refusal of the refresh can send the person away.
+    let r = idp.sign_in_valid(&app, json!({"expires_in": 90})).await;
     assert_eq!(r.status(), 302);
     let r = app.get("/mail").await;
     assert_eq!(r.status(), 302);
     assert_eq!(location(&r), "/signin?prompt=none");
+    idp.server.verify().await;
 }
 
 #[tokio::test]
@@ -217,22 +224,66 @@ async fn redis_down_gives_503_pages_and_health_and_recovers_without_a_restart() 
 
 #[tokio::test]
 async fn the_app_starts_without_redis_and_a_bad_url_is_a_start_up_error() {
-    let err = outlook_inbox::settings::Settings::from_lookup(|k| match k {
+    let e = outlook_inbox::settings::Settings::from_lookup(|k| match k {
         "SESSION_STORE" => Some("redis".into()),
         "REDIS_URL" => Some("redis://exa mple".into()),
         _ => None,
-    });
-    match err {
-        Err(e) => assert_eq!(e.variable, "REDIS_URL"),
-        Ok(s) => {
-            let built = outlook_inbox::startup::Application::build(s).await;
-            assert!(built.is_err());
-        }
-    }
+    })
+    .err()
+    .expect("a URL with a space is refused");
+    assert_eq!(e.variable, "REDIS_URL");
+    // A URL that parses but that Redis cannot use: the start-up error names it
+    // (on port 0, so a busy port 8000 cannot be the reason).
+    let s = settings(&[
+        ("SESSION_STORE", "redis"),
+        ("REDIS_URL", "redis://127.0.0.1:6379/not-a-database-number"),
+    ]);
+    let e = outlook_inbox::startup::Application::build(s)
+        .await
+        .err()
+        .expect("an unusable REDIS_URL must not start");
+    assert!(e.to_string().starts_with("REDIS_URL: "), "{e}");
     let idp = MockIdp::start().await;
     let app = spawn_with(redis_settings(&idp, "redis://127.0.0.1:9")).await;
     assert_eq!(app.get("/healthz").await.status(), 503);
     assert_eq!(app.get("/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_session_record_expires_after_12_hours_and_sign_in_renews_the_id() {
+    let (url, _server) = test_redis();
+    let idp = MockIdp::start().await;
+    let app = spawn_with(redis_settings(&idp, &url)).await;
+    let r = app.get("/signin").await;
+    let before = session_cookie(&r).unwrap();
+    let r = idp.sign_in_valid(&app, json!({})).await;
+    let after = session_cookie(&r).unwrap();
+    assert_ne!(before, after, "the session id was not renewed at sign-in");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for key in keys {
+        let value: String = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        if value.contains("AbeLi@contoso.com") {
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!((12 * 3600 - 60..=12 * 3600).contains(&ttl), "TTL {ttl}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no session record found");
 }
 
 #[tokio::test]
