@@ -640,6 +640,21 @@ mod tests {
     }
 
     #[test]
+    fn secrets_print_as_redacted() {
+        let key = "dGVzdC1vbmx5LXNlc3Npb24ta2V5LWZvci1vdXRsb29rLWluYm94LWludGVncmF0aW9uLXRlc3RzLTEyMzQ1Njc4";
+        let s = settings(&[
+            ("CLIENT_ID", "abc"),
+            ("CLIENT_SECRET", "s3cret-value"),
+            ("SESSION_KEY", key),
+        ])
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(printed.contains("SessionKey([redacted])"), "{printed}");
+        assert!(!printed.contains(key) && !printed.contains("s3cret-value"));
+        assert!(!printed.contains("116, 101, 115, 116"), "key bytes printed");
+    }
+
+    #[test]
     fn half_a_registration_names_the_missing_variable() {
         let e = settings(&[("CLIENT_ID", "abc")]).unwrap_err();
         assert_eq!(e.variable, "CLIENT_SECRET");

@@ -22,9 +22,9 @@ use crate::mail::MailClient;
 use crate::session::CookieShape;
 use crate::session_store::{Redis, Store as SessionBackend};
 use crate::settings::{ConfigError, DecisionStoreKind, SessionStore, Settings};
-use crate::store::Store;
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Backend, Store};
 use crate::{actions, auth, demo, mail, routes};
 
 /// Content Security Policy: our own styles, no scripts from anywhere else,
@@ -105,10 +105,10 @@ impl Application {
             .clone()
             .filter(|_| settings.session_store == SessionStore::Redis);
         let decisions = match (&settings.decision_store, shared_redis) {
-            (DecisionStoreKind::Redis, Some(r)) => Store::Redis(RedisStore::new(r)),
+            (DecisionStoreKind::Redis, Some(r)) => Store::new(Backend::Redis(RedisStore::new(r))),
             _ => {
                 let dir = settings.data_dir.clone();
-                Store::Sqlite(SqliteStore::open(&dir)?)
+                Store::new(Backend::Sqlite(SqliteStore::open(&dir)?))
             }
         };
         let session_key = Key::try_from(settings.session_key.bytes()).map_err(|_| ConfigError {

@@ -140,52 +140,124 @@ pub struct NewExpense {
     pub created_at: i64,
 }
 
-/// The store `DECISION_STORE` chose.
-pub enum Store {
+/// The store `DECISION_STORE` chose, with a memory of decided expenses in
+/// front: a decision never changes once recorded, so repeated presses and
+/// card refreshes of a decided expense need no store call.
+pub struct Store {
+    backend: Backend,
+    decided: std::sync::Mutex<std::collections::HashMap<String, (Expense, Recorded)>>,
+}
+
+/// Decided expenses remembered at once; when full, the memory starts over.
+const DECIDED_CAPACITY: usize = 10_000;
+
+pub enum Backend {
     Sqlite(sqlite::SqliteStore),
     Redis(redis::RedisStore),
 }
 
+impl Store {
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            decided: Default::default(),
+        }
+    }
+
+    fn remembered(&self, id: &str) -> Option<(Expense, Recorded)> {
+        let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        decided.get(id).cloned()
+    }
+
+    fn remember(&self, expense: &Expense, decision: &Recorded) {
+        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        if decided.len() >= DECIDED_CAPACITY {
+            decided.clear();
+        }
+        decided.insert(expense.id.clone(), (expense.clone(), decision.clone()));
+    }
+}
+
 impl DecisionStore for Store {
     async fn create_expense(&self, expense: NewExpense) -> Result<Expense, StoreError> {
+        self.backend.create_expense(expense).await
+    }
+
+    async fn expense(&self, id: &str) -> Result<Option<(Expense, Option<Recorded>)>, StoreError> {
+        if let Some((e, d)) = self.remembered(id) {
+            return Ok(Some((e, Some(d))));
+        }
+        let found = self.backend.expense(id).await?;
+        if let Some((e, Some(d))) = &found {
+            self.remember(e, d);
+        }
+        Ok(found)
+    }
+
+    async fn decide(&self, expense_id: &str, decision: &Recorded) -> Result<Decided, StoreError> {
+        if let Some((e, d)) = self.remembered(expense_id) {
+            return Ok(Decided::Earlier(e, d));
+        }
+        let decided = self.backend.decide(expense_id, decision).await?;
+        if let Decided::First(e, d) | Decided::Earlier(e, d) = &decided {
+            self.remember(e, d);
+        }
+        Ok(decided)
+    }
+
+    async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
+        self.backend.answer(request_id).await
+    }
+
+    async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
+        self.backend.keep_answer(request_id, answer).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.backend.ping().await
+    }
+}
+
+impl DecisionStore for Backend {
+    async fn create_expense(&self, expense: NewExpense) -> Result<Expense, StoreError> {
         match self {
-            Store::Sqlite(s) => s.create_expense(expense).await,
-            Store::Redis(s) => s.create_expense(expense).await,
+            Backend::Sqlite(s) => s.create_expense(expense).await,
+            Backend::Redis(s) => s.create_expense(expense).await,
         }
     }
 
     async fn expense(&self, id: &str) -> Result<Option<(Expense, Option<Recorded>)>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.expense(id).await,
-            Store::Redis(s) => s.expense(id).await,
+            Backend::Sqlite(s) => s.expense(id).await,
+            Backend::Redis(s) => s.expense(id).await,
         }
     }
 
     async fn decide(&self, expense_id: &str, decision: &Recorded) -> Result<Decided, StoreError> {
         match self {
-            Store::Sqlite(s) => s.decide(expense_id, decision).await,
-            Store::Redis(s) => s.decide(expense_id, decision).await,
+            Backend::Sqlite(s) => s.decide(expense_id, decision).await,
+            Backend::Redis(s) => s.decide(expense_id, decision).await,
         }
     }
 
     async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
         match self {
-            Store::Sqlite(s) => s.answer(request_id).await,
-            Store::Redis(s) => s.answer(request_id).await,
+            Backend::Sqlite(s) => s.answer(request_id).await,
+            Backend::Redis(s) => s.answer(request_id).await,
         }
     }
 
     async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
         match self {
-            Store::Sqlite(s) => s.keep_answer(request_id, answer).await,
-            Store::Redis(s) => s.keep_answer(request_id, answer).await,
+            Backend::Sqlite(s) => s.keep_answer(request_id, answer).await,
+            Backend::Redis(s) => s.keep_answer(request_id, answer).await,
         }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Store::Sqlite(s) => s.ping().await,
-            Store::Redis(s) => s.ping().await,
+            Backend::Sqlite(s) => s.ping().await,
+            Backend::Redis(s) => s.ping().await,
         }
     }
 }

@@ -53,9 +53,15 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct SqliteStore {
+    /// The one writer.
     conn: Arc<Mutex<Connection>>,
+    /// Readers: write-ahead logging lets them read while the writer writes.
+    readers: Arc<Vec<Mutex<Connection>>>,
     path: PathBuf,
 }
+
+/// Read-only connections beside the writer.
+const READERS: usize = 2;
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
@@ -96,8 +102,19 @@ impl SqliteStore {
         // Writable? A read-only folder or file fails here, at start-up.
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
             .map_err(|e| bad(format!("{FILE_NAME} is not writable ({e})")))?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open(&path)
+                .map_err(|e| bad(format!("cannot open {FILE_NAME} ({e})")))?;
+            reader
+                .busy_timeout(std::time::Duration::from_secs(5))
+                .and_then(|()| reader.execute_batch("PRAGMA query_only=ON;"))
+                .map_err(|e| bad(e.to_string()))?;
+            readers.push(Mutex::new(reader));
+        }
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
             path,
         })
     }
@@ -106,7 +123,25 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` with the connection on the blocking pool.
+    /// Runs `f` with a free reader (or the first one) on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let guard = readers
+                .iter()
+                .find_map(|r| r.try_lock().ok())
+                .unwrap_or_else(|| readers[0].lock().unwrap_or_else(|p| p.into_inner()));
+            f(&guard)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
+    }
+
+    /// Runs `f` with the writer on the blocking pool.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -193,7 +228,7 @@ impl DecisionStore for SqliteStore {
 
     async fn expense(&self, id: &str) -> Result<Option<(Expense, Option<Recorded>)>, StoreError> {
         let id = id.to_owned();
-        self.with(move |conn| {
+        self.read(move |conn| {
             let expense = conn
                 .query_row(SELECT_EXPENSE, [&id], expense_row)
                 .optional()?;
@@ -209,15 +244,18 @@ impl DecisionStore for SqliteStore {
     }
 
     async fn decide(&self, expense_id: &str, d: &Recorded) -> Result<Decided, StoreError> {
+        // A decision never changes once made, so a reader can find it
+        // without the write lock; only an undecided expense goes to the writer.
+        match self.expense(expense_id).await? {
+            None => return Ok(Decided::Unknown),
+            Some((expense, Some(earlier))) => return Ok(Decided::Earlier(expense, earlier)),
+            Some((_, None)) => {}
+        }
         let (id, d) = (expense_id.to_owned(), d.clone());
         self.with(move |conn| {
             let Some(expense) = conn.query_row(SELECT_EXPENSE, [&id], expense_row).optional()? else {
                 return Ok(Decided::Unknown);
             };
-            // A decision never changes once made, so reading it needs no write lock.
-            if let Some(earlier) = conn.query_row(SELECT_DECISION, [&id], recorded).optional()? {
-                return Ok(Decided::Earlier(expense, earlier));
-            }
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             // The primary key makes the first decision win; a later one changes nothing.
             let inserted = tx.execute(
@@ -238,7 +276,7 @@ impl DecisionStore for SqliteStore {
 
     async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
         let rid = request_id.to_owned();
-        self.with(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 "SELECT status, message, expense_id FROM answers WHERE request_id = ?1",
                 [&rid],
@@ -279,7 +317,7 @@ impl DecisionStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
 }

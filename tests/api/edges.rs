@@ -564,3 +564,129 @@ async fn a_remembered_token_still_expires() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 401);
 }
+
+// ---- promises the suite did not hold (issue 13) ----
+
+#[tokio::test]
+async fn interaction_required_after_a_silent_attempt_leads_to_the_interactive_sign_in() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let r = idp.sign_in_valid(&app, json!({"expires_in": "30"})).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&app.get("/mail").await), "/signin?prompt=none");
+    let authorize = app.start_sign_in_silently().await;
+    let state = query(&authorize, "state").unwrap();
+    let r = app
+        .get(&format!(
+            "/gettoken?error=interaction_required&error_description=AADSTS50076%3A+MFA+required&state={state}"
+        ))
+        .await;
+    assert_eq!(location(&r), "/signin");
+    let interactive = app.start_sign_in().await;
+    assert_eq!(query(&interactive, "prompt"), None);
+}
+
+/// Decrypts the app's session cookie (as the test browser last got it), lets
+/// `edit` change its entries, and returns the re-encrypted `name=value`.
+async fn edited_cookie(
+    app: &TestApp,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> String {
+    let cookie = app_cookie(app).await;
+    let key = app.state.session_key.clone();
+    let mut jar = CookieJar::new();
+    jar.add_original(Cookie::parse_encoded(cookie).unwrap());
+    let plain = jar.private(&key).get("inbox_session").unwrap();
+    let mut state: std::collections::HashMap<String, String> =
+        serde_json::from_str(plain.value()).unwrap();
+    edit(&mut state);
+    jar.private_mut(&key).add(Cookie::new(
+        "inbox_session",
+        serde_json::to_string(&state).unwrap(),
+    ));
+    jar.get("inbox_session").unwrap().encoded().to_string()
+}
+
+#[tokio::test]
+async fn a_pending_sign_in_expires_after_ten_minutes() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    // app_cookie starts the sign-in whose pending state we age.
+    let aged = edited_cookie(&app, |state| {
+        let mut pending: Value = serde_json::from_str(&state["pending"]).unwrap();
+        pending["created_at"] = json!(now() - 601);
+        state.insert("pending".into(), pending.to_string());
+    })
+    .await;
+    // The state the aged pending sign-in expects, read back from it.
+    let key = app.state.session_key.clone();
+    let mut jar = CookieJar::new();
+    jar.add_original(Cookie::parse_encoded(aged.clone()).unwrap());
+    let plain = jar.private(&key).get("inbox_session").unwrap();
+    let entries: std::collections::HashMap<String, String> =
+        serde_json::from_str(plain.value()).unwrap();
+    let pending: Value = serde_json::from_str(&entries["pending"]).unwrap();
+    let state = pending["state"].as_str().unwrap();
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url(&format!("/gettoken?code=c&state={state}")))
+        .header(COOKIE, aged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(body(r).await.contains("This sign-in took too long"));
+}
+
+#[tokio::test]
+async fn the_cookie_store_keeps_no_id_or_refresh_token() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let r = idp
+        .sign_in_valid(&app, json!({"refresh_token": "0.refresh-secret-value"}))
+        .await;
+    assert_eq!(r.status(), 302);
+    let mut seen = String::new();
+    let _ = edited_cookie(&app, |state| {
+        seen = serde_json::to_string(state).unwrap();
+    })
+    .await;
+    assert!(seen.contains("access_token"), "{seen}");
+    assert!(
+        !seen.contains("0.refresh-secret-value"),
+        "a refresh token in the cookie"
+    );
+    assert!(!seen.contains("refresh_token"), "{seen}");
+    assert!(
+        !seen.contains("id_token") && !seen.contains(&idp.signer.kid().to_string()),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn the_outbound_client_follows_no_redirect() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    idp.sign_in_ok(&app).await;
+    Mock::given(path(INBOX))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("Location", format!("{}/elsewhere", idp.uri()).as_str()),
+        )
+        .mount(&idp.server)
+        .await;
+    Mock::given(path("/elsewhere"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .expect(0)
+        .mount(&idp.server)
+        .await;
+    let r = app.get("/mail").await;
+    assert_eq!(
+        r.status(),
+        502,
+        "a redirect is an error, not something to follow"
+    );
+    idp.server.verify().await;
+}

@@ -229,8 +229,7 @@ async fn the_app_starts_without_redis_and_a_bad_url_is_a_start_up_error() {
         "REDIS_URL" => Some("redis://exa mple".into()),
         _ => None,
     })
-    .err()
-    .expect("a URL with a space is refused");
+    .expect_err("a URL with a space is refused");
     assert_eq!(e.variable, "REDIS_URL");
     // A URL that parses but that Redis cannot use: the start-up error names it
     // (on port 0, so a busy port 8000 cannot be the reason).

@@ -181,3 +181,45 @@ async fn the_sharepoint_call_asks_for_flat_json() {
         .await;
     idp.sign_in_ok(&app).await;
 }
+
+#[tokio::test]
+async fn a_sharepoint_server_error_is_explained() {
+    for status in [500, 502, 503] {
+        let (_idp, app) = with_sharepoint(sharepoint_token(), ResponseTemplate::new(status)).await;
+        explains(&app, "SharePoint answered with an error.").await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_sharepoint_answer_is_explained() {
+    for answer in [
+        ResponseTemplate::new(200).set_body_string("<html>not json</html>"),
+        ResponseTemplate::new(200).set_body_json(json!({"Id": 7})),
+        ResponseTemplate::new(200).set_body_json(json!({"Title": "   "})),
+    ] {
+        let (_idp, app) = with_sharepoint(sharepoint_token(), answer).await;
+        explains(&app, "SharePoint sent an answer we could not read.").await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_sharepoint_is_explained() {
+    let idp = MockIdp::start().await;
+    // Nothing listens on the discard port of this machine.
+    let app =
+        spawn_with(idp.settings(&[("SHAREPOINT_SITE", "http://127.0.0.1:9/sites/team")])).await;
+    Mock::given(method("POST"))
+        .and(path("/common/oauth2/v2.0/token"))
+        .and(body_string_contains("grant_type=refresh_token"))
+        .respond_with(sharepoint_token())
+        .mount(&idp.server)
+        .await;
+    Mock::given(path("/v1.0/me/mailfolders/inbox/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"subject": "Still here", "receivedDateTime": "2026-11-20T09:14:00Z"}
+        ]})))
+        .mount(&idp.server)
+        .await;
+    idp.sign_in_ok(&app).await;
+    explains(&app, "SharePoint could not be reached.").await;
+}
