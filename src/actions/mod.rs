@@ -257,6 +257,41 @@ const NOT_RECORDED: &str = "The service cannot record actions right now. Please 
 const UNKNOWN_EXPENSE: &str = "This expense is not known.";
 const BAD_TICKET: &str = "This card was sent to someone else, or it has expired.";
 
+/// An action that passed every check before its meaning: the token, who may
+/// act, the body, and the ticket.
+struct Admitted {
+    /// For the log (escaped).
+    request_id: String,
+    correlation_id: String,
+    identity: ActionIdentity,
+    body: ActionBody,
+}
+
+/// The checks both action endpoints make, in order; the refusal otherwise.
+async fn admit(
+    state: &AppState,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Admitted, Box<HttpResponse>> {
+    let request_id = log_header(req, "Action-Request-Id");
+    let correlation_id = log_header(req, "Card-Correlation-Id");
+    let identity = authenticate(state, req, &request_id, &correlation_id)
+        .await
+        .map_err(Box::new)?;
+    let body = body_of(state, payload, &request_id, &correlation_id)
+        .await
+        .map_err(Box::new)?;
+    if let Some(refused) = ticket_refusal(state, &body, &identity, &request_id, &correlation_id) {
+        return Err(Box::new(refused));
+    }
+    Ok(Admitted {
+        request_id,
+        correlation_id,
+        identity,
+        body,
+    })
+}
+
 /// The body is taken as a stream, not as `web::Bytes`: nothing of it is read
 /// before the token verifies, and then at most [`MAX_BODY_BYTES`].
 pub async fn expense(
@@ -264,19 +299,15 @@ pub async fn expense(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = log_header(&req, "Action-Request-Id");
-    let correlation_id = log_header(&req, "Card-Correlation-Id");
-    let identity = match authenticate(&state, &req, &request_id, &correlation_id).await {
-        Ok(i) => i,
-        Err(refused) => return refused,
+    let Admitted {
+        request_id,
+        correlation_id,
+        identity,
+        body,
+    } = match admit(&state, &req, payload).await {
+        Ok(a) => a,
+        Err(refused) => return *refused,
     };
-    let body = match body_of(&state, payload, &request_id, &correlation_id).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
-    if let Some(refused) = ticket_refusal(&state, &body, &identity, &request_id, &correlation_id) {
-        return refused;
-    }
     let decision = if body.reject {
         Decision::Rejected
     } else {
@@ -368,19 +399,15 @@ pub async fn current_card(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    let request_id = log_header(&req, "Action-Request-Id");
-    let correlation_id = log_header(&req, "Card-Correlation-Id");
-    let identity = match authenticate(&state, &req, &request_id, &correlation_id).await {
-        Ok(i) => i,
-        Err(refused) => return refused,
+    let Admitted {
+        request_id,
+        correlation_id,
+        identity: _,
+        body,
+    } = match admit(&state, &req, payload).await {
+        Ok(a) => a,
+        Err(refused) => return *refused,
     };
-    let body = match body_of(&state, payload, &request_id, &correlation_id).await {
-        Ok(b) => b,
-        Err(refused) => return refused,
-    };
-    if let Some(refused) = ticket_refusal(&state, &body, &identity, &request_id, &correlation_id) {
-        return refused;
-    }
     let Some(expense_id) = body.expense_id else {
         return with_status(StatusCode::BAD_REQUEST, "The request names no expense.");
     };

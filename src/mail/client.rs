@@ -249,53 +249,14 @@ impl MailClient {
         {
             request = request.header("X-AnchorMailbox", anchor);
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                tracing::warn!(%client_request_id, "sendMail timed out");
-                return Err(MailError::Timeout { client_request_id });
-            }
-            Err(e) => {
-                tracing::warn!(%client_request_id, error = %e, "sendMail unreachable");
-                return Err(MailError::Unreachable { client_request_id });
-            }
-        };
-        let status = response.status();
-        let request_id = header(&response, "request-id");
-        match status {
-            s if s.is_success() => Ok(()),
-            StatusCode::UNAUTHORIZED => {
-                let claims =
-                    header(&response, WWW_AUTHENTICATE.as_str()).and_then(|v| claims_challenge(&v));
-                let (code, message) = error_of(response).await;
-                tracing::info!(%client_request_id, ?request_id, "sendMail refused the access token");
-                Err(MailError::Unauthorized {
-                    client_request_id,
-                    code,
-                    message,
-                    claims,
-                })
-            }
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                let wait =
-                    header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
-                tracing::warn!(%client_request_id, ?request_id, %status, ?wait, "sendMail is throttled");
-                Err(MailError::Throttled {
-                    retry_after_secs: wait.map(|s| s.ceil() as u64),
-                    client_request_id,
-                })
-            }
-            _ => {
-                let (code, _) = error_of(response).await;
-                tracing::warn!(%client_request_id, ?request_id, %status, code = ?code.as_deref().map(clean), "sendMail failed");
-                Err(MailError::Upstream {
-                    status: status.as_u16(),
-                    code,
-                    client_request_id,
-                    request_id,
-                })
-            }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| send_failed(e, client_request_id.clone()))?;
+        if response.status().is_success() {
+            return Ok(());
         }
+        Err(failure(response, client_request_id).await)
     }
 
     /// The signed-in person's name and job title (`/me`).
@@ -364,17 +325,10 @@ impl MailClient {
             {
                 request = request.header("X-AnchorMailbox", anchor);
             }
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) if e.is_timeout() => {
-                    tracing::warn!(%client_request_id, "mail API timed out");
-                    return Err(MailError::Timeout { client_request_id });
-                }
-                Err(e) => {
-                    tracing::warn!(%client_request_id, error = %e, "mail API unreachable");
-                    return Err(MailError::Unreachable { client_request_id });
-                }
-            };
+            let response = request
+                .send()
+                .await
+                .map_err(|e| send_failed(e, client_request_id.clone()))?;
             let status = response.status();
             let request_id = header(&response, "request-id");
             match status {
@@ -405,49 +359,75 @@ impl MailClient {
                         request_id,
                     });
                 }
-                StatusCode::UNAUTHORIZED => {
-                    let claims = header(&response, WWW_AUTHENTICATE.as_str())
-                        .and_then(|v| claims_challenge(&v));
-                    let (code, message) = error_of(response).await;
-                    tracing::info!(%client_request_id, ?request_id, code = ?code.as_deref().map(clean), challenge = claims.is_some(), "mail API refused the access token");
-                    return Err(MailError::Unauthorized {
-                        client_request_id,
-                        code,
-                        message,
-                        claims,
-                    });
-                }
-                StatusCode::NOT_FOUND => {
-                    tracing::info!(%client_request_id, ?request_id, "mail API: no such item");
-                    return Err(MailError::NotFound { client_request_id });
-                }
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+                    if retry && attempt == 1 =>
+                {
                     let wait =
                         header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
-                    tracing::warn!(%client_request_id, ?request_id, %status, ?wait, attempt, "mail API is throttling");
-                    match wait {
-                        Some(secs) if retry && attempt == 1 && secs <= MAX_RETRY_WAIT => {
-                            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-                            continue;
-                        }
-                        _ => {
-                            return Err(MailError::Throttled {
-                                retry_after_secs: wait.map(|s| s.ceil() as u64),
-                                client_request_id,
-                            });
-                        }
+                    if let Some(secs) = wait.filter(|s| *s <= MAX_RETRY_WAIT) {
+                        tracing::warn!(%client_request_id, ?request_id, %status, secs, "mail API is throttling; retrying once");
+                        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                        continue;
                     }
+                    return Err(failure(response, client_request_id).await);
                 }
-                _ => {
-                    let (code, _) = error_of(response).await;
-                    tracing::warn!(%client_request_id, ?request_id, %status, code = ?code.as_deref().map(clean), "mail API failed");
-                    return Err(MailError::Upstream {
-                        status: status.as_u16(),
-                        code,
-                        client_request_id,
-                        request_id,
-                    });
-                }
+                _ => return Err(failure(response, client_request_id).await),
+            }
+        }
+    }
+}
+
+/// A request that got no answer: timed out, or the API could not be reached.
+fn send_failed(e: reqwest::Error, client_request_id: String) -> MailError {
+    if e.is_timeout() {
+        tracing::warn!(%client_request_id, "mail API timed out");
+        MailError::Timeout { client_request_id }
+    } else {
+        tracing::warn!(%client_request_id, error = %e, "mail API unreachable");
+        MailError::Unreachable { client_request_id }
+    }
+}
+
+/// An answer that is not a success, by what the caller must do: sign in
+/// again (with a claims challenge, if any), give up on a missing item, wait
+/// (throttled), or show what to quote to an administrator. Logged with both
+/// request ids.
+async fn failure(response: reqwest::Response, client_request_id: String) -> MailError {
+    let status = response.status();
+    let request_id = header(&response, "request-id");
+    match status {
+        StatusCode::UNAUTHORIZED => {
+            let claims =
+                header(&response, WWW_AUTHENTICATE.as_str()).and_then(|v| claims_challenge(&v));
+            let (code, message) = error_of(response).await;
+            tracing::info!(%client_request_id, ?request_id, code = ?code.as_deref().map(clean), challenge = claims.is_some(), "mail API refused the access token");
+            MailError::Unauthorized {
+                client_request_id,
+                code,
+                message,
+                claims,
+            }
+        }
+        StatusCode::NOT_FOUND => {
+            tracing::info!(%client_request_id, ?request_id, "mail API: no such item");
+            MailError::NotFound { client_request_id }
+        }
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            let wait = header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
+            tracing::warn!(%client_request_id, ?request_id, %status, ?wait, "mail API is throttling");
+            MailError::Throttled {
+                retry_after_secs: wait.map(|s| s.ceil() as u64),
+                client_request_id,
+            }
+        }
+        _ => {
+            let (code, _) = error_of(response).await;
+            tracing::warn!(%client_request_id, ?request_id, %status, code = ?code.as_deref().map(clean), "mail API failed");
+            MailError::Upstream {
+                status: status.as_u16(),
+                code,
+                client_request_id,
+                request_id,
             }
         }
     }
