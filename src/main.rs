@@ -1,4 +1,5 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use outlook_inbox::settings::Settings;
 use outlook_inbox::startup::Application;
@@ -6,7 +7,6 @@ use outlook_inbox::telemetry;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    telemetry::init();
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -14,6 +14,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck(&settings).await;
+    }
+    telemetry::init(settings.log_format);
     if settings.session_key.generated {
         tracing::warn!(
             "SESSION_KEY is not set: using a random key, so sessions end when the app restarts"
@@ -38,6 +42,37 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("outlook-inbox: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `outlook-inbox healthcheck`: exit 0 when this instance's `/healthz`
+/// answers 200 within 2 s, 1 otherwise. For container images with no shell
+/// or curl (a `HEALTHCHECK` calls the binary itself).
+async fn healthcheck(settings: &Settings) -> ExitCode {
+    let host = match settings.bind.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    let url = format!("http://{host}:{}/healthz", settings.bind.port());
+    let client = match outlook_inbox::http::client(Duration::from_secs(2)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("healthcheck: {url} answered {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("healthcheck: {url}: {e}");
             ExitCode::FAILURE
         }
     }

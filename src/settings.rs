@@ -48,6 +48,15 @@ pub enum SessionStore {
     Redis,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Where expense decisions are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecisionStoreKind {
@@ -130,6 +139,7 @@ pub struct Settings {
     pub action_performers: Vec<String>,
     pub sharepoint_site: Option<Url>,
     pub decision_store: DecisionStoreKind,
+    pub log_format: LogFormat,
     /// The embedded store's folder.
     pub data_dir: std::path::PathBuf,
     /// The provider id from the Actionable Email Developer Dashboard; cards
@@ -411,7 +421,19 @@ impl Settings {
             }
         };
 
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(bad(
+                    "LOG_FORMAT",
+                    format!("`{other}` is not `text` or `json`"),
+                ));
+            }
+        };
+
         Ok(Self {
+            log_format,
             decision_store,
             data_dir,
             action_originator,

@@ -9,6 +9,7 @@ mod edges;
 mod helpers;
 mod id_token;
 mod mail;
+mod operations;
 mod reading;
 mod redis_store;
 mod sharepoint;
