@@ -4,6 +4,7 @@
     cargo build --release --bin outlook-inbox
     python3 benches/ready.py demo          # no registration: demo mode
     python3 benches/ready.py real          # a registration against bench_standin on 127.0.0.1:18081
+    python3 benches/ready.py demo fresh    # a new, empty DATA_DIR every start (migrations included)
 
 Polls with raw sockets (no client start-up in the measurement).
 """
@@ -16,11 +17,15 @@ import tempfile
 import time
 
 mode = sys.argv[1] if len(sys.argv) > 1 else "demo"
+# A store that exists already (as on every start but the first); "fresh" makes a new one each time.
+shared_data = tempfile.mkdtemp()
+fresh = "fresh" in sys.argv[2:]
 results = []
 for i in range(7):
     port = 18200 + i
     env = {"PATH": os.environ["PATH"], "BIND": f"127.0.0.1:{port}",
-           "PUBLIC_URL": f"http://127.0.0.1:{port}", "DATA_DIR": tempfile.mkdtemp()}
+           "PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "DATA_DIR": tempfile.mkdtemp() if fresh else shared_data}
     if mode == "real":
         env.update({"CLIENT_ID": "bench-client", "CLIENT_SECRET": "bench-secret-test-only",
                     "AUTHORITY": "http://127.0.0.1:18081/common",
