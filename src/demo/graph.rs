@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::bodies::DemoBody;
 use super::mailbox::{DemoCard, DemoMessage, Folder};
-use super::{Demo, DemoKeys, PEOPLE};
+use super::{Demo, PEOPLE};
 use crate::state::AppState;
 
 #[derive(Deserialize)]
@@ -52,7 +52,15 @@ fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str)
 }
 
 /// Verifies the bearer token as the real API would: our key, our audience, not expired.
-fn caller(d: &Demo, keys: &DemoKeys, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
+async fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
+    let Ok(keys) = d.keys().await else {
+        return Err(Box::new(graph_error(
+            req,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serviceNotAvailable",
+            "The demo keys are not ready.",
+        )));
+    };
     let audience = if outlook(req) {
         "https://outlook.office.com".to_owned()
     } else if req.path().starts_with("/_demo/sharepoint/") {
@@ -88,15 +96,7 @@ pub(super) async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResp
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let Ok(keys) = d.keys().await else {
-        return graph_error(
-            &req,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serviceNotAvailable",
-            "The demo keys are not ready.",
-        );
-    };
-    let person = match caller(d, keys, &req) {
+    let person = match caller(d, &req).await {
         Ok(p) => &PEOPLE[p],
         Err(r) => return *r,
     };
@@ -136,15 +136,7 @@ pub(super) async fn messages(
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let Ok(keys) = d.keys().await else {
-        return graph_error(
-            &req,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serviceNotAvailable",
-            "The demo keys are not ready.",
-        );
-    };
-    let person = match caller(d, keys, &req) {
+    let person = match caller(d, &req).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -225,15 +217,7 @@ pub(super) async fn message(
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let Ok(keys) = d.keys().await else {
-        return graph_error(
-            &req,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serviceNotAvailable",
-            "The demo keys are not ready.",
-        );
-    };
-    let person = match caller(d, keys, &req) {
+    let person = match caller(d, &req).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
@@ -356,16 +340,10 @@ pub(super) async fn sharepoint_user(state: web::Data<AppState>, req: HttpRequest
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let Ok(keys) = d.keys().await else {
-        return graph_error(
-            &req,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serviceNotAvailable",
-            "The demo keys are not ready.",
-        );
-    };
-    let person = match caller(d, keys, &req) {
+    let person = match caller(d, &req).await {
         Ok(p) => &PEOPLE[p],
+        // Keys not ready yet: the same 503 as the other stand-in endpoints.
+        Err(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => return *r,
         Err(_) => {
             return HttpResponse::Unauthorized().json(json!({
                 "error_description": "Invalid issuer or signature."
@@ -446,15 +424,7 @@ pub(super) async fn send_mail(
     let Some(d) = state.demo.as_ref() else {
         return HttpResponse::NotFound().finish();
     };
-    let Ok(keys) = d.keys().await else {
-        return graph_error(
-            &req,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "serviceNotAvailable",
-            "The demo keys are not ready.",
-        );
-    };
-    let sender = match caller(d, keys, &req) {
+    let sender = match caller(d, &req).await {
         Ok(p) => &PEOPLE[p],
         Err(r) => return *r,
     };

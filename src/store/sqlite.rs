@@ -194,6 +194,16 @@ fn expense_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Expense> {
     })
 }
 
+const SELECT_ANSWER: &str = "SELECT status, message, expense_id FROM answers WHERE request_id = ?1";
+
+fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Answer> {
+    Ok(Answer {
+        status: r.get(0)?,
+        message: r.get(1)?,
+        expense_id: r.get(2)?,
+    })
+}
+
 const SELECT_DECISION: &str = "SELECT decision, performer, at, action_request_id, card_correlation_id FROM decisions WHERE expense_id = ?1";
 
 impl DecisionStore for SqliteStore {
@@ -276,21 +286,8 @@ impl DecisionStore for SqliteStore {
 
     async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
         let rid = request_id.to_owned();
-        self.read(move |conn| {
-            conn.query_row(
-                "SELECT status, message, expense_id FROM answers WHERE request_id = ?1",
-                [&rid],
-                |r| {
-                    Ok(Answer {
-                        status: r.get(0)?,
-                        message: r.get(1)?,
-                        expense_id: r.get(2)?,
-                    })
-                },
-            )
-            .optional()
-        })
-        .await
+        self.read(move |conn| conn.query_row(SELECT_ANSWER, [&rid], answer_row).optional())
+            .await
     }
 
     async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
@@ -301,17 +298,7 @@ impl DecisionStore for SqliteStore {
                  ON CONFLICT (request_id) DO NOTHING",
                 params![rid, a.expense_id, a.status, a.message],
             )?;
-            conn.query_row(
-                "SELECT status, message, expense_id FROM answers WHERE request_id = ?1",
-                [&rid],
-                |r| {
-                    Ok(Answer {
-                        status: r.get(0)?,
-                        message: r.get(1)?,
-                        expense_id: r.get(2)?,
-                    })
-                },
-            )
+            conn.query_row(SELECT_ANSWER, [&rid], answer_row)
         })
         .await
     }
