@@ -13,7 +13,10 @@ use actix_session::storage::{
     UpdateError, generate_session_key,
 };
 use actix_web::cookie::time::Duration as CookieDuration;
-use deadpool_redis::{Pool, Runtime};
+use std::path::Path;
+
+use deadpool_redis::{Pool, PoolError, Runtime};
+use redis::{ConnectionAddr, RedisError, TlsCertificates};
 
 use crate::settings::ConfigError;
 
@@ -32,19 +35,42 @@ type State = HashMap<String, String>;
 pub struct Redis {
     store: RedisSessionStore,
     pool: Pool,
+    target: String,
 }
 
 impl Redis {
-    /// Validates `REDIS_URL` (a one-line error if it is not usable); connects on first use.
-    pub async fn new(url: &str) -> Result<Self, ConfigError> {
+    /// Validates `REDIS_URL` (a one-line error if it is not usable) and, for
+    /// `rediss://`, the roots its certificate must chain to: the Mozilla roots
+    /// (as for every other outbound call), plus `REDIS_CA_FILE` when set.
+    /// Nothing connects here; see [`Redis::check`].
+    pub async fn new(url: &str, ca_file: Option<&Path>) -> Result<Self, ConfigError> {
+        // Never quote the URL: it may hold the password.
         let bad = |e: String| ConfigError {
             variable: "REDIS_URL",
             message: format!("is not a usable Redis URL ({e})"),
         };
-        redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
-        let pool = deadpool_redis::Config::from_url(url)
-            .builder()
-            .map_err(|e| bad(e.to_string()))?
+        let client = match ca_file {
+            None => redis::Client::open(url),
+            Some(path) => {
+                let roots = roots_with(path).await?;
+                redis::Client::build_with_tls(
+                    url,
+                    TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(roots),
+                    },
+                )
+            }
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        let info = client.get_connection_info();
+        let target = match &info.addr {
+            ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+            ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (TLS)"),
+            ConnectionAddr::Unix(path) => path.display().to_string(),
+        };
+        let manager = deadpool_redis::Manager::new(info.clone()).map_err(|e| bad(e.to_string()))?;
+        let pool = Pool::builder(manager)
             .max_size(32)
             .wait_timeout(Some(REDIS_TIMEOUT))
             .create_timeout(Some(REDIS_TIMEOUT))
@@ -55,7 +81,29 @@ impl Redis {
         let store = RedisSessionStore::new_pooled(pool.clone())
             .await
             .map_err(|e| bad(e.to_string()))?;
-        Ok(Self { store, pool })
+        Ok(Self {
+            store,
+            pool,
+            target,
+        })
+    }
+
+    /// Where Redis is, for log lines (host and port, never the password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Connects once and says plainly what is wrong, for the start-up log:
+    /// an untrusted certificate, a refused password and an unreachable host
+    /// each get their own sentence. The app runs either way (pages that need
+    /// Redis answer 503 until it works).
+    pub async fn check(&self) -> Result<(), String> {
+        let mut conn = self.pool.get().await.map_err(|e| explain(&e))?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| explain_redis(&e))
     }
 
     /// Writes `state` over an existing record only (`SET … XX`), never
@@ -95,6 +143,87 @@ impl Redis {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The trust roots for a `rediss://` server when `REDIS_CA_FILE` is set: the
+/// file's certificates and the Mozilla roots, as PEM (what the redis crate
+/// takes; given any roots, it uses only those).
+async fn roots_with(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bad = |message: String| ConfigError {
+        variable: "REDIS_CA_FILE",
+        message,
+    };
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject as _;
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| bad(format!("{} is not PEM certificates: {e}", path.display())))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(bad(format!("{} holds no PEM certificate", path.display())));
+    }
+    let mut roots = pem;
+    roots.push(b'\n');
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        roots.extend_from_slice(pem_certificate(cert).as_bytes());
+    }
+    Ok(roots)
+}
+
+/// One DER certificate as a PEM block.
+fn pem_certificate(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::with_capacity(body.len() + body.len() / 64 + 64);
+    pem.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
+}
+
+/// A pool error in words an operator can act on.
+fn explain(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => explain_redis(e),
+        PoolError::Timeout(_) => {
+            "no answer within 2 s (is the host and port right, and does it speak TLS if the URL is rediss://?)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A Redis error in words an operator can act on.
+fn explain_redis(e: &RedisError) -> String {
+    let text = e.to_string();
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("invalid peer certificate") || lower.contains("unknownissuer") {
+        format!(
+            "the server's TLS certificate is not trusted ({text}); for a private CA, set REDIS_CA_FILE to its PEM file"
+        )
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        format!("the server's TLS certificate does not name this host ({text})")
+    } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || lower.contains("wrongpass")
+        || lower.contains("noauth")
+        || lower.contains("invalid password")
+    {
+        format!("Redis refused the password in REDIS_URL ({text})")
+    } else if lower.contains("reset by peer") || lower.contains("broken pipe") {
+        format!(
+            "the server closed the connection ({text}); if it accepts only TLS (Azure: port 6380 or 10000), use rediss://"
+        )
+    } else if e.is_connection_refusal() {
+        format!("nothing accepts connections there ({text})")
+    } else {
+        text
     }
 }
 

@@ -129,7 +129,10 @@ pub struct Settings {
     pub mail_api_url: Option<Url>,
     pub session_key: SessionKey,
     pub session_store: SessionStore,
-    pub redis_url: String,
+    /// May carry a password (`rediss://:password@host:port`).
+    pub redis_url: Secret,
+    /// A PEM CA trusted for `rediss://` besides the usual roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     pub action_scheme: ActionScheme,
     pub action_audiences: Vec<String>,
     pub action_issuer: String,
@@ -340,10 +343,26 @@ impl Settings {
         };
 
         let redis_url = var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-        match Url::parse(&redis_url) {
-            Ok(u) if u.scheme() == "redis" || u.scheme() == "rediss" => {}
+        // The URL may hold a password: errors never quote it.
+        let tls = match Url::parse(&redis_url) {
+            Ok(u) if u.fragment().is_some() => {
+                return Err(bad(
+                    "REDIS_URL",
+                    "must not have a `#` part (`#insecure` would turn certificate checks off)",
+                ));
+            }
+            Ok(u) if u.scheme() == "rediss" => true,
+            Ok(u) if u.scheme() == "redis" => false,
             _ => return Err(bad("REDIS_URL", "is not a redis:// or rediss:// URL")),
+        };
+        let redis_ca_file = var("REDIS_CA_FILE").map(std::path::PathBuf::from);
+        if redis_ca_file.is_some() && !tls {
+            return Err(bad(
+                "REDIS_CA_FILE",
+                "is set but REDIS_URL is not a rediss:// (TLS) URL",
+            ));
         }
+        let redis_url = Secret::new(redis_url);
 
         let action_scheme = match var("ACTION_TOKEN").as_deref() {
             None | Some("entra") => ActionScheme::Entra,
@@ -451,6 +470,7 @@ impl Settings {
             session_key,
             session_store,
             redis_url,
+            redis_ca_file,
             action_scheme,
             action_audiences,
             action_issuer,
@@ -674,6 +694,27 @@ mod tests {
         assert!(printed.contains("SessionKey([redacted])"), "{printed}");
         assert!(!printed.contains(key) && !printed.contains("s3cret-value"));
         assert!(!printed.contains("116, 101, 115, 116"), "key bytes printed");
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked_and_the_password_never_printed() {
+        let url = "rediss://:test-only-pw@cache.example.net:10000";
+        let s = settings(&[("REDIS_URL", url), ("REDIS_CA_FILE", "/etc/ca.pem")]).unwrap();
+        assert_eq!(s.redis_url.expose(), url);
+        assert!(!format!("{s:?}").contains("test-only-pw"));
+
+        let e =
+            settings(&[("REDIS_URL", "rediss://cache.example.net:6380/#insecure")]).unwrap_err();
+        assert_eq!(e.variable, "REDIS_URL");
+        assert!(e.to_string().contains("#insecure"), "{e}");
+
+        let e = settings(&[
+            ("REDIS_URL", "redis://:test-only-pw@cache.example.net:6379"),
+            ("REDIS_CA_FILE", "/etc/ca.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "REDIS_CA_FILE");
+        assert!(!e.to_string().contains("test-only-pw"));
     }
 
     #[test]

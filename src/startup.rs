@@ -48,6 +48,8 @@ pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    /// The Redis pool, when anything uses Redis: checked once at start.
+    redis: Option<Arc<Redis>>,
 }
 
 impl Application {
@@ -97,10 +99,17 @@ impl Application {
         let needs_redis = settings.session_store == SessionStore::Redis
             || settings.decision_store == DecisionStoreKind::Redis;
         let shared_redis = if needs_redis {
-            Some(Arc::new(Redis::new(&settings.redis_url).await?))
+            Some(Arc::new(
+                Redis::new(
+                    settings.redis_url.expose(),
+                    settings.redis_ca_file.as_deref(),
+                )
+                .await?,
+            ))
         } else {
             None
         };
+        let redis_check = shared_redis.clone();
         let redis = shared_redis
             .clone()
             .filter(|_| settings.session_store == SessionStore::Redis);
@@ -151,6 +160,7 @@ impl Application {
             port: local.port(),
             server,
             state,
+            redis: redis_check,
         })
     }
 
@@ -176,6 +186,19 @@ impl Application {
                     && let Err(e) = demo.keys().await
                 {
                     tracing::error!(error = %e, "the demo signing keys could not be made");
+                }
+            });
+        }
+        if let Some(redis) = self.redis.clone() {
+            // Say at once, in one plain line, whether Redis works; the app
+            // serves either way (what needs Redis answers 503 until it does).
+            tokio::spawn(async move {
+                match redis.check().await {
+                    Ok(()) => tracing::info!(redis = %redis.target(), "Redis answers"),
+                    Err(reason) => tracing::error!(
+                        redis = %redis.target(),
+                        "REDIS_URL: cannot use Redis: {reason}; pages that need it answer 503 until it works"
+                    ),
                 }
             });
         }

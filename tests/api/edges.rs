@@ -353,7 +353,7 @@ async fn an_update_after_sign_out_does_not_bring_the_redis_session_back() {
     use actix_session::storage::SessionStore as _;
     use outlook_inbox::session_store::{Redis, Store};
     let (url, _server) = test_redis();
-    let store = Store::Redis(std::sync::Arc::new(Redis::new(&url).await.unwrap()));
+    let store = Store::Redis(std::sync::Arc::new(Redis::new(&url, None).await.unwrap()));
     let ttl = actix_web::cookie::time::Duration::hours(12);
     let state = std::collections::HashMap::from([("user".to_owned(), "\"someone\"".to_owned())]);
     let key = store.save(state.clone(), &ttl).await.unwrap();

@@ -12,4 +12,5 @@ mod mail;
 mod operations;
 mod reading;
 mod redis_store;
+mod redis_tls;
 mod sharepoint;
