@@ -85,11 +85,10 @@ impl<'c> oauth2::AsyncHttpClient<'c> for CappedClient<'_> {
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(async move {
             let request: reqwest::Request = request.try_into().map_err(ReadError::Transport)?;
-            let response = self
-                .http
-                .execute(request)
-                .await
-                .map_err(ReadError::Transport)?;
+            let started = std::time::Instant::now();
+            let response = self.http.execute(request).await;
+            crate::metrics::upstream(crate::metrics::Service::Identity, started, &response);
+            let response = response.map_err(ReadError::Transport)?;
             let mut builder = oauth2::http::Response::builder().status(response.status());
             for (name, value) in response.headers() {
                 builder = builder.header(name, value);

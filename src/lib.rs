@@ -11,6 +11,8 @@ pub mod http;
 pub mod jwt;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
+pub mod observe;
 pub mod pages;
 pub mod routes;
 pub mod session;

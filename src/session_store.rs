@@ -249,6 +249,7 @@ impl SessionStore for Store {
             // A record we cannot read is no session at all.
             Err(LoadError::Deserialization(_)) => Ok(None),
             Err(LoadError::Other(e)) => {
+                crate::metrics::session_store_error("load");
                 tracing::warn!(error = %e, "reading the session from Redis failed");
                 Ok(Some(marker()))
             }
@@ -266,6 +267,7 @@ impl SessionStore for Store {
         match redis.store.save(state, ttl).await {
             Ok(key) => Ok(key),
             Err(e) => {
+                crate::metrics::session_store_error("save");
                 tracing::warn!(error = %e, "storing a new session in Redis failed");
                 Ok(generate_session_key())
             }
@@ -292,7 +294,10 @@ impl SessionStore for Store {
             Ok(false) => {
                 tracing::info!("the session ended while a request used it; not recreating it")
             }
-            Err(e) => tracing::warn!(error = %e, "updating the session in Redis failed"),
+            Err(e) => {
+                crate::metrics::session_store_error("update");
+                tracing::warn!(error = %e, "updating the session in Redis failed")
+            }
         }
         Ok(key)
     }
@@ -306,6 +311,7 @@ impl SessionStore for Store {
             Store::Cookie(c) => c.update_ttl(key, ttl).await,
             Store::Redis(r) => {
                 if let Err(e) = r.store.update_ttl(key, ttl).await {
+                    crate::metrics::session_store_error("update_ttl");
                     tracing::warn!(error = %e, "extending the session in Redis failed");
                 }
                 Ok(())
@@ -318,6 +324,7 @@ impl SessionStore for Store {
             Store::Cookie(c) => c.delete(key).await,
             Store::Redis(r) => {
                 if let Err(e) = r.store.delete(key).await {
+                    crate::metrics::session_store_error("delete");
                     tracing::error!(error = %e, "deleting a session from Redis failed; it lives until its TTL");
                 }
                 Ok(())

@@ -143,6 +143,8 @@ pub struct Settings {
     pub sharepoint_site: Option<Url>,
     pub decision_store: DecisionStoreKind,
     pub log_format: LogFormat,
+    /// Where `/metrics` is served (unset: no metrics).
+    pub metrics_bind: Option<SocketAddr>,
     /// The embedded store's folder.
     pub data_dir: std::path::PathBuf,
     /// The provider id from the Actionable Email Developer Dashboard; cards
@@ -214,6 +216,29 @@ impl Settings {
                 )
             })?,
             None => SocketAddr::from(([127, 0, 0, 1], 8000)),
+        };
+
+        let metrics_bind = match var("METRICS_BIND") {
+            None => None,
+            Some(v) => {
+                let addr = v.parse::<SocketAddr>().map_err(|_| {
+                    bad(
+                        "METRICS_BIND",
+                        format!("`{v}` is not an address like 127.0.0.1:9000"),
+                    )
+                })?;
+                let same_port = addr.port() != 0 && addr.port() == bind.port();
+                let overlapping = addr.ip() == bind.ip()
+                    || addr.ip().is_unspecified()
+                    || bind.ip().is_unspecified();
+                if same_port && overlapping {
+                    return Err(bad(
+                        "METRICS_BIND",
+                        "must not be the public port (BIND): metrics are for operators only",
+                    ));
+                }
+                Some(addr)
+            }
         };
 
         let public_url_explicit = var("PUBLIC_URL").is_some();
@@ -453,6 +478,7 @@ impl Settings {
 
         Ok(Self {
             log_format,
+            metrics_bind,
             decision_store,
             data_dir,
             action_originator,
@@ -697,6 +723,16 @@ mod tests {
     }
 
     #[test]
+    fn metrics_are_never_served_on_the_public_port() {
+        let e =
+            settings(&[("BIND", "0.0.0.0:8000"), ("METRICS_BIND", "127.0.0.1:8000")]).unwrap_err();
+        assert_eq!(e.variable, "METRICS_BIND");
+        let s = settings(&[("BIND", "0.0.0.0:8000"), ("METRICS_BIND", "0.0.0.0:9464")]).unwrap();
+        assert_eq!(s.metrics_bind, Some("0.0.0.0:9464".parse().unwrap()));
+        assert_eq!(settings(&[]).unwrap().metrics_bind, None);
+    }
+
+    #[test]
     fn redis_tls_settings_are_checked_and_the_password_never_printed() {
         let url = "rediss://:test-only-pw@cache.example.net:10000";
         let s = settings(&[("REDIS_URL", url), ("REDIS_CA_FILE", "/etc/ca.pem")]).unwrap();
@@ -729,6 +765,7 @@ mod tests {
     fn bad_values_name_their_variable() {
         for (name, value) in [
             ("BIND", "localhost"),
+            ("METRICS_BIND", "9000"),
             ("PUBLIC_URL", "not a url"),
             ("MAIL_API", "imap"),
             ("SESSION_KEY", "c2hvcnQ="),

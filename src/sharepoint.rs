@@ -44,13 +44,11 @@ pub async fn current_user(http: &reqwest::Client, site: &Url, token: &str) -> Sh
     let unavailable = |reason: &str| SharePointUser::Unavailable {
         reason: reason.to_owned(),
     };
-    let response = match http
+    let request = http
         .get(&url)
         .bearer_auth(token)
-        .header(ACCEPT, "application/json;odata=nometadata")
-        .send()
-        .await
-    {
+        .header(ACCEPT, "application/json;odata=nometadata");
+    let response = match crate::metrics::send(crate::metrics::Service::SharePoint, request).await {
         Ok(r) => r,
         Err(e) if e.is_timeout() => return unavailable("SharePoint did not answer in time."),
         Err(e) => {

@@ -2,13 +2,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_session::SessionMiddleware;
 use actix_session::config::{BrowserSession, CookieContentSecurity};
 use actix_session::storage::CookieSessionStore;
 use actix_web::cookie::{Key, SameSite};
-use actix_web::dev::{Server, Service};
+use actix_web::dev::Server;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -37,6 +36,8 @@ pub use crate::state::AppState;
 pub enum StartupError {
     #[error("BIND: cannot listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("METRICS_BIND: cannot serve metrics on {0}: {1}")]
+    Metrics(SocketAddr, String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("could not build the HTTP client: {0}")]
@@ -50,6 +51,8 @@ pub struct Application {
     state: web::Data<AppState>,
     /// The Redis pool, when anything uses Redis: checked once at start.
     redis: Option<Arc<Redis>>,
+    /// The metrics listener's port and server, with `METRICS_BIND`.
+    metrics: Option<(u16, Server)>,
 }
 
 impl Application {
@@ -155,17 +158,38 @@ impl Application {
             settings,
         });
 
+        let metrics = match state.settings.metrics_bind {
+            None => None,
+            Some(addr) => {
+                let fail = |e: String| StartupError::Metrics(addr, e);
+                let listener = crate::metrics::bind(addr).map_err(|e| fail(e.to_string()))?;
+                let port = listener
+                    .local_addr()
+                    .map_err(|e| fail(e.to_string()))?
+                    .port();
+                let handle = crate::metrics::install().map_err(fail)?;
+                let server =
+                    crate::metrics::serve(listener, handle).map_err(|e| fail(e.to_string()))?;
+                Some((port, server))
+            }
+        };
         let server = server(listener, state.clone())?;
         Ok(Self {
             port: local.port(),
             server,
             state,
             redis: redis_check,
+            metrics,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on, with `METRICS_BIND`.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
 
     pub fn state(&self) -> web::Data<AppState> {
@@ -217,9 +241,22 @@ impl Application {
                 state.refusals.summarize();
             }
         });
+        let metrics = self.metrics.map(|(port, server)| {
+            tracing::info!(port, "metrics on /metrics");
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
+        // SIGTERM or SIGINT: actix stops accepting, lets requests in flight
+        // finish (up to 30 s), then this returns.
         let result = self.server.await;
         discovery.abort();
         summary.abort();
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
+        self.state.decisions.close().await;
+        tracing::info!("stopped");
         result
     }
 }
@@ -240,7 +277,9 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .cookie_same_site(SameSite::Lax)
             .cookie_content_security(CookieContentSecurity::Private)
             // A server-side record lives a working day; the cookie until the browser closes.
-            .session_lifecycle(BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)))
+            .session_lifecycle(
+                BrowserSession::default().state_ttl(actix_web::cookie::time::Duration::hours(12)),
+            )
             .build();
         let mut security_headers = DefaultHeaders::new();
         if https {
@@ -259,18 +298,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .app_data(web::FormConfig::default().limit(16 * 1024))
             .wrap(sessions)
             .wrap(security_headers)
-            .wrap_fn(|req, srv| {
-                let start = Instant::now();
-                let method = req.method().clone();
-                let path = req.path().to_owned();
-                let fut = srv.call(req);
-                async move {
-                    let res = fut.await?;
-                    // The path only: a query string can hold an authorization code.
-                    tracing::debug!(%method, %path, status = res.status().as_u16(), micros = start.elapsed().as_micros() as u64, "request");
-                    Ok(res)
-                }
-            })
+            .wrap(actix_web::middleware::from_fn(crate::observe::requests))
             .route("/", web::get().to(routes::home))
             .route("/healthz", web::get().to(routes::healthz))
             .route("/signin", web::get().to(auth::routes::signin))

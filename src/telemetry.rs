@@ -20,7 +20,7 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Json => builder
             .json()
-            .with_current_span(false)
+            .with_current_span(true)
             .with_span_list(false)
             .try_init(),
     };

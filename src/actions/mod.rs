@@ -18,6 +18,7 @@ use crate::jwt::action_token::{
     ActionIdentity, EntraRules, LegacyRules, allowed, verify_entra, verify_legacy,
 };
 use crate::logging::{Untrusted, clean};
+use crate::metrics;
 use crate::settings::ActionScheme;
 use crate::state::AppState;
 use crate::store::{
@@ -27,6 +28,8 @@ use crate::store::{
 /// The header Outlook shows the person (and, for MessageCards, saves with the card).
 pub const STATUS_HEADER: &str = "CARD-ACTION-STATUS";
 
+/// The `outcome` label of a refused action (its `reason` says why).
+const REFUSED: &str = "refused";
 const NOT_ALLOWED: &str = "Invalid sender or the action performer is not allowed.";
 
 /// Why a request was refused before its body was looked at.
@@ -180,8 +183,9 @@ async fn authenticate(
     let identity = match identity {
         Ok(i) => i,
         Err(Refusal::Unverifiable(reason)) => {
+            metrics::action(REFUSED, "unverifiable");
             if state.refusals.allow() {
-                tracing::error!(%request_id, %correlation_id, %reason, "action refused: the token cannot be checked right now");
+                tracing::error!(action_request_id = %request_id, card_correlation_id = %correlation_id, %reason, "action refused: the token cannot be checked right now");
             }
             return Err(with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -190,11 +194,17 @@ async fn authenticate(
         }
         Err(refusal) => {
             let reason = match refusal {
-                Refusal::Invalid(e) => e.to_string(),
-                _ => "no bearer token".to_owned(),
+                Refusal::Invalid(e) => {
+                    metrics::action(REFUSED, "invalid_token");
+                    e.to_string()
+                }
+                _ => {
+                    metrics::action(REFUSED, "no_token");
+                    "no bearer token".to_owned()
+                }
             };
             if state.refusals.allow() {
-                tracing::warn!(%request_id, %correlation_id, %reason, "action refused: 401");
+                tracing::warn!(action_request_id = %request_id, card_correlation_id = %correlation_id, %reason, "action refused: 401");
             }
             return Err(HttpResponse::Unauthorized()
                 .insert_header((WWW_AUTHENTICATE, "Bearer error=\"invalid_token\""))
@@ -211,9 +221,10 @@ async fn authenticate(
         ActionScheme::Entra => true,
     };
     if !sender_ok || !allowed(&s.action_performers, &identity.performer, true) {
+        metrics::action(REFUSED, "not_allowed");
         if state.refusals.allow() {
             let sender = identity.sender.as_deref().map(clean);
-            tracing::warn!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), ?sender, "action refused: 403");
+            tracing::warn!(action_request_id = %request_id, card_correlation_id = %correlation_id, performer = %Untrusted(&identity.performer), ?sender, "action refused: 403");
         }
         return Err(with_status(StatusCode::FORBIDDEN, NOT_ALLOWED));
     }
@@ -228,8 +239,16 @@ async fn body_of(
     correlation_id: &str,
 ) -> Result<ActionBody, HttpResponse> {
     let refuse = |status: StatusCode, message: &str, why: &str| {
+        metrics::action(
+            REFUSED,
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "body_too_large"
+            } else {
+                "bad_body"
+            },
+        );
         if state.refusals.allow() {
-            tracing::warn!(%request_id, %correlation_id, status = status.as_u16(), why, "action refused");
+            tracing::warn!(action_request_id = %request_id, card_correlation_id = %correlation_id, status = status.as_u16(), why, "action refused");
         }
         with_status(status, message)
     };
@@ -315,14 +334,17 @@ pub async fn expense(
     };
     let Some(expense_id) = body.expense_id else {
         // The original sample's shape: nothing to record.
-        tracing::info!(%request_id, %correlation_id, performer = %Untrusted(&identity.performer), outcome = decision.as_str(), "expense action accepted (no expense id; nothing recorded)");
+        metrics::action(decision.as_str(), "");
+        tracing::info!(action_request_id = %request_id, card_correlation_id = %correlation_id, performer = %Untrusted(&identity.performer), outcome = decision.as_str(), "expense action accepted (no expense id; nothing recorded)");
         return with_status(
             StatusCode::OK,
             &format!("The expense was {}.", decision.as_str()),
         );
     };
     let store_down = |e: StoreError| {
-        tracing::error!(%request_id, %correlation_id, error = %e, "action not recorded: the store is unavailable");
+        metrics::decision_store_error();
+        metrics::action(REFUSED, "store_unavailable");
+        tracing::error!(action_request_id = %request_id, card_correlation_id = %correlation_id, error = %e, "action not recorded: the store is unavailable");
         with_status(StatusCode::SERVICE_UNAVAILABLE, NOT_RECORDED)
     };
     let raw_request_id = stored_header(&req, "Action-Request-Id");
@@ -330,7 +352,8 @@ pub async fn expense(
     if let Some(rid) = &raw_request_id {
         match state.decisions.answer(rid).await {
             Ok(Some(first)) => {
-                tracing::info!(%request_id, %correlation_id, status = first.status, "a repeated action request: the first answer again");
+                metrics::action("repeated", "");
+                tracing::info!(action_request_id = %request_id, card_correlation_id = %correlation_id, status = first.status, "a repeated action request: the first answer again");
                 return answer_with_card(&state, &first).await;
             }
             Ok(None) => {}
@@ -350,7 +373,8 @@ pub async fn expense(
     };
     let (status, message, outcome) = match &decided {
         Decided::Unknown => {
-            tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), "action refused: unknown expense");
+            metrics::action("unknown_expense", "");
+            tracing::info!(action_request_id = %request_id, card_correlation_id = %correlation_id, expense = %Untrusted(&expense_id), "action refused: unknown expense");
             return with_status(StatusCode::NOT_FOUND, UNKNOWN_EXPENSE);
         }
         Decided::First(_, d) => (
@@ -369,7 +393,14 @@ pub async fn expense(
             "conflict",
         ),
     };
-    tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), performer = %Untrusted(&identity.performer), asked = decision.as_str(), outcome, status = status.as_u16(), "expense action");
+    metrics::action(
+        match &decided {
+            Decided::First(_, d) => d.decision.as_str(),
+            _ => outcome,
+        },
+        "",
+    );
+    tracing::info!(action_request_id = %request_id, card_correlation_id = %correlation_id, expense = %Untrusted(&expense_id), performer = %Untrusted(&identity.performer), asked = decision.as_str(), outcome, status = status.as_u16(), "expense action");
     let answer = Answer {
         status: status.as_u16(),
         message,
@@ -381,7 +412,7 @@ pub async fn expense(
             Ok(kept) if kept != answer => return answer_with_card(&state, &kept).await,
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(%request_id, error = %e, "the answer could not be kept for retries")
+                tracing::warn!(action_request_id = %request_id, error = %e, "the answer could not be kept for retries")
             }
         }
     }
@@ -411,7 +442,7 @@ pub async fn current_card(
     let Some(expense_id) = body.expense_id else {
         return with_status(StatusCode::BAD_REQUEST, "The request names no expense.");
     };
-    tracing::info!(%request_id, %correlation_id, expense = %Untrusted(&expense_id), "card refresh");
+    tracing::info!(action_request_id = %request_id, card_correlation_id = %correlation_id, expense = %Untrusted(&expense_id), "card refresh");
     card_response(&state, StatusCode::OK, None, &expense_id).await
 }
 
@@ -426,8 +457,9 @@ fn ticket_refusal(
     correlation_id: &str,
 ) -> Option<HttpResponse> {
     let refuse = |why: &str| {
+        metrics::action(REFUSED, "ticket");
         if state.refusals.allow() {
-            tracing::warn!(%request_id, %correlation_id, why, "action refused: 403 (ticket)");
+            tracing::warn!(action_request_id = %request_id, card_correlation_id = %correlation_id, why, "action refused: 403 (ticket)");
         }
         with_status(StatusCode::FORBIDDEN, BAD_TICKET)
     };

@@ -273,10 +273,8 @@ impl Provider {
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &Url) -> Result<T, String> {
-        let response = self
-            .http
-            .get(url.clone())
-            .send()
+        let request = self.http.get(url.clone());
+        let response = crate::metrics::send(crate::metrics::Service::Identity, request)
             .await
             .map_err(|e| e.to_string())?;
         if !response.status().is_success() {

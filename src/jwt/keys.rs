@@ -177,6 +177,7 @@ impl JwksCache {
         set.write(|s| s.attempted_at = Some(Instant::now()));
         match self.download(&set.url).await {
             Ok(keys) => {
+                crate::metrics::key_fetch(true);
                 tracing::info!(url = %set.url, keys = keys.len(), "fetched signing keys");
                 set.write(|s| {
                     s.keys = keys;
@@ -185,6 +186,7 @@ impl JwksCache {
                 Ok(())
             }
             Err(reason) => {
+                crate::metrics::key_fetch(false);
                 tracing::warn!(url = %set.url, %reason, "could not fetch signing keys; keeping the cached ones");
                 Err(())
             }
@@ -192,11 +194,11 @@ impl JwksCache {
     }
 
     async fn download(&self, url: &Url) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
-        let response = self
+        let request = self
             .http
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+            .header(reqwest::header::ACCEPT, "application/json");
+        let response = crate::metrics::send(crate::metrics::Service::Keys, request)
             .await
             .map_err(|e| format!("request failed: {e}"))?;
         if !response.status().is_success() {

@@ -203,7 +203,7 @@ impl MailClient {
             )
             .await?;
         let (raw, truncated) = parse_body(&answer.bytes, answer.truncated).ok_or_else(|| {
-            tracing::warn!(client_request_id = %answer.client_request_id, request_id = ?answer.request_id, "the message body is not the expected JSON");
+            tracing::warn!(client_request_id = %answer.client_request_id, upstream_request_id = answer.request_id.as_deref().unwrap_or(""), "the message body is not the expected JSON");
             MailError::Malformed {
                 client_request_id: answer.client_request_id.clone(),
                 request_id: answer.request_id.clone(),
@@ -249,8 +249,7 @@ impl MailClient {
         {
             request = request.header("X-AnchorMailbox", anchor);
         }
-        let response = request
-            .send()
+        let response = crate::metrics::send(crate::metrics::Service::Graph, request)
             .await
             .map_err(|e| send_failed(e, client_request_id.clone()))?;
         if response.status().is_success() {
@@ -280,7 +279,7 @@ impl MailClient {
             .fetch(path, token, mailbox, retry, None, Read::Whole(MAX_BODY))
             .await?;
         serde_json::from_slice(&answer.bytes).map_err(|e| {
-            tracing::warn!(client_request_id = %answer.client_request_id, request_id = ?answer.request_id, error = %e, "mail API answer is not the expected JSON");
+            tracing::warn!(client_request_id = %answer.client_request_id, upstream_request_id = answer.request_id.as_deref().unwrap_or(""), error = %e, "mail API answer is not the expected JSON");
             MailError::Malformed {
                 client_request_id: answer.client_request_id,
                 request_id: answer.request_id,
@@ -325,8 +324,7 @@ impl MailClient {
             {
                 request = request.header("X-AnchorMailbox", anchor);
             }
-            let response = request
-                .send()
+            let response = crate::metrics::send(crate::metrics::Service::Graph, request)
                 .await
                 .map_err(|e| send_failed(e, client_request_id.clone()))?;
             let status = response.status();
@@ -340,7 +338,7 @@ impl MailClient {
                         Read::Prefix(limit) => read_prefix(response, limit).await,
                     };
                     let (bytes, truncated) = read.map_err(|e| {
-                        tracing::warn!(%client_request_id, ?request_id, error = %e, "reading the mail API answer failed");
+                        tracing::warn!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), error = %e, "reading the mail API answer failed");
                         if e.is_timeout() {
                             MailError::Timeout {
                                 client_request_id: client_request_id.clone(),
@@ -365,7 +363,7 @@ impl MailClient {
                     let wait =
                         header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
                     if let Some(secs) = wait.filter(|s| *s <= MAX_RETRY_WAIT) {
-                        tracing::warn!(%client_request_id, ?request_id, %status, secs, "mail API is throttling; retrying once");
+                        tracing::warn!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), %status, secs, "mail API is throttling; retrying once");
                         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
                         continue;
                     }
@@ -400,7 +398,7 @@ async fn failure(response: reqwest::Response, client_request_id: String) -> Mail
             let claims =
                 header(&response, WWW_AUTHENTICATE.as_str()).and_then(|v| claims_challenge(&v));
             let (code, message) = error_of(response).await;
-            tracing::info!(%client_request_id, ?request_id, code = ?code.as_deref().map(clean), challenge = claims.is_some(), "mail API refused the access token");
+            tracing::info!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), code = ?code.as_deref().map(clean), challenge = claims.is_some(), "mail API refused the access token");
             MailError::Unauthorized {
                 client_request_id,
                 code,
@@ -409,12 +407,12 @@ async fn failure(response: reqwest::Response, client_request_id: String) -> Mail
             }
         }
         StatusCode::NOT_FOUND => {
-            tracing::info!(%client_request_id, ?request_id, "mail API: no such item");
+            tracing::info!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), "mail API: no such item");
             MailError::NotFound { client_request_id }
         }
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             let wait = header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));
-            tracing::warn!(%client_request_id, ?request_id, %status, ?wait, "mail API is throttling");
+            tracing::warn!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), %status, ?wait, "mail API is throttling");
             MailError::Throttled {
                 retry_after_secs: wait.map(|s| s.ceil() as u64),
                 client_request_id,
@@ -422,7 +420,7 @@ async fn failure(response: reqwest::Response, client_request_id: String) -> Mail
         }
         _ => {
             let (code, _) = error_of(response).await;
-            tracing::warn!(%client_request_id, ?request_id, %status, code = ?code.as_deref().map(clean), "mail API failed");
+            tracing::warn!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), %status, code = ?code.as_deref().map(clean), "mail API failed");
             MailError::Upstream {
                 status: status.as_u16(),
                 code,

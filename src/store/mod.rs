@@ -164,6 +164,22 @@ impl Store {
         }
     }
 
+    /// At shutdown, after the last request: SQLite folds its write-ahead log
+    /// into the database file (a self-contained file for backups); Redis
+    /// closes the pool's connections.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(s) => match s.checkpoint().await {
+                Ok(()) => tracing::info!("decision store closed (write-ahead log checkpointed)"),
+                Err(e) => tracing::warn!(error = %e, "closing the decision store failed"),
+            },
+            Backend::Redis(s) => {
+                s.close();
+                tracing::info!("decision store closed (Redis connections closed)");
+            }
+        }
+    }
+
     fn remembered(&self, id: &str) -> Option<(Expense, Recorded)> {
         let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
         decided.get(id).cloned()

@@ -29,6 +29,11 @@ impl RedisStore {
         Self { redis }
     }
 
+    /// Closes the pool (shared with sessions; called after the server stopped).
+    pub fn close(&self) {
+        self.redis.pool().close();
+    }
+
     async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
         self.redis.pool().get().await.map_err(unavailable)
     }

@@ -123,6 +123,17 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Copies the write-ahead log into the database file and empties it.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|_busy| ())
+        })
+        .await
+    }
+
     /// Runs `f` with a free reader (or the first one) on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
