@@ -13,7 +13,9 @@
 //! - `actions_total{outcome, reason}`: `approved`, `rejected`, `already`,
 //!   `conflict`, `unknown_expense`, or `refused` with its reason;
 //! - `key_fetches_total{result}`: `ok` or `failed`;
-//! - `session_store_errors_total{operation}` and `decision_store_errors_total`.
+//! - `session_store_errors_total{operation}` (`load`, `save`, `update`,
+//!   `update_ttl`, `delete`, or `ping` when a page or `/healthz` found Redis
+//!   down) and `decision_store_errors_total`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::OnceLock;

@@ -68,6 +68,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         && let Err(e) = redis.ping().await
     {
         // A fixed reason for the prober; the details (hosts, errors) go to the log only.
+        crate::metrics::session_store_error("ping");
         tracing::warn!(error = %e, "health check: Redis is unavailable");
         return HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")

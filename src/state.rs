@@ -48,7 +48,13 @@ impl AppState {
     pub async fn sessions_available(&self) -> bool {
         match &self.redis {
             None => true,
-            Some(r) => r.ping().await.is_ok(),
+            Some(r) => match r.ping().await {
+                Ok(()) => true,
+                Err(_) => {
+                    crate::metrics::session_store_error("ping");
+                    false
+                }
+            },
         }
     }
 

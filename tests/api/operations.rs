@@ -10,7 +10,12 @@ use serde_json::{Value, json};
 use wiremock::matchers::path;
 use wiremock::{Mock, ResponseTemplate};
 
+use outlook_inbox::jwt::action_token::ACTIONS_APP_ID;
+
 use crate::helpers::*;
+
+/// The Actions app's audience as a v1 token carries it (test-only value).
+const APP_ID_URI: &str = "api://auth-am-0b6a2c1e-test/6cb04018-a3f5-46a7-b995-940c78f5aef3";
 
 fn binary() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_outlook-inbox"));
@@ -147,37 +152,305 @@ async fn a_bad_log_format_is_a_start_up_error_naming_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("LOG_FORMAT: "));
 }
 
-#[tokio::test]
-async fn sigterm_lets_a_request_in_flight_finish() {
-    let idp = MockIdp::start().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = binary()
+/// The binary against the mock identity provider, on a free port.
+fn registered(idp: &MockIdp, port: u16) -> Command {
+    let mut command = binary();
+    command
         .env("BIND", format!("127.0.0.1:{port}"))
-        .env("PUBLIC_URL", &base)
+        .env("PUBLIC_URL", format!("http://127.0.0.1:{port}"))
         .env("CLIENT_ID", CLIENT_ID)
         .env("CLIENT_SECRET", CLIENT_SECRET)
         .env("AUTHORITY", format!("{}/common", idp.uri()))
-        .env("MAIL_API_URL", format!("{}/v1.0", idp.uri()))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let browser = browser();
-    let mut ready = false;
+        .env("MAIL_API_URL", format!("{}/v1.0", idp.uri()));
+    command
+}
+
+/// Waits until `/healthz` answers 200.
+async fn wait_ready(base: &str) {
+    let client = browser();
     for _ in 0..200 {
-        if browser
+        if client
             .get(format!("{base}/healthz"))
             .send()
             .await
             .is_ok_and(|r| r.status() == 200)
         {
-            ready = true;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the app at {base} did not start");
+}
+
+/// One sample of `/metrics`: the value of the series whose name and labels
+/// are exactly `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_upstream_calls_actions_and_key_fetches() {
+    let idp = MockIdp::start().await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = registered(&idp, port)
+        .env("METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
+        .env("ACTION_AUDIENCE", format!("{APP_ID_URI},{CLIENT_ID}"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let client = browser();
+    for path in [
+        "/",
+        "/mail/AAMkAGI2",
+        "/mail/AAMkAGI3",
+        "/no/such/page-7f3a",
+    ] {
+        client.get(format!("{base}{path}")).send().await.unwrap();
+    }
+    // A forged action, then a valid one (which fetches the keys once).
+    let forged = client
+        .post(format!("{base}/api/expense"))
+        .bearer_auth("eyJhbGciOiJub25lIn0.e30.")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let now = now();
+    let token = idp
+        .signer
+        .sign(&json!({
+            "aud": APP_ID_URI, "iss": idp.v1_issuer(), "iat": now, "nbf": now, "exp": now + 3600,
+            "appid": ACTIONS_APP_ID, "tid": TENANT, "upn": "megan@contoso.com", "ver": "1.0",
+        }))
+        .unwrap();
+    let approved = client
+        .post(format!("{base}/api/expense"))
+        .bearer_auth(&token)
+        .json(&json!({"action": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), 200);
+
+    // Not on the public port.
+    assert_eq!(
+        client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = r.text().await.unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let count =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(
+        count(r#"http_requests_total{method="GET",route="/",status="200"}"#),
+        1.0
+    );
+    // The route pattern, not the raw path: two ids, one series.
+    assert_eq!(
+        count(r#"http_requests_total{method="GET",route="/mail/{id}",status="302"}"#),
+        2.0
+    );
+    // The page that does not exist, and `/metrics` asked of the public port.
+    assert_eq!(
+        count(r#"http_requests_total{method="GET",route="unmatched",status="404"}"#),
+        2.0
+    );
+    assert!(
+        !text.contains("AAMkAGI") && !text.contains("page-7f3a"),
+        "{text}"
+    );
+    assert_eq!(
+        count(r#"http_requests_total{method="POST",route="/api/expense",status="401"}"#),
+        1.0
+    );
+    assert!(
+        text.contains("# TYPE http_request_duration_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        count(
+            r#"http_request_duration_seconds_count{method="POST",route="/api/expense",status="200"}"#
+        ),
+        1.0
+    );
+    assert!(text.contains(
+        r#"http_request_duration_seconds_bucket{method="GET",route="/",status="200",le="0.005"}"#
+    ));
+    // Discovery (v2 and v1) and the key set, each once.
+    assert!(count(r#"upstream_requests_total{service="identity",status="200"}"#) >= 2.0);
+    assert_eq!(
+        count(r#"upstream_requests_total{service="keys",status="200"}"#),
+        1.0
+    );
+    assert_eq!(count(r#"key_fetches_total{result="ok"}"#), 1.0);
+    assert!(text.contains("upstream_request_duration_seconds_bucket{service=\"keys\""));
+    assert_eq!(
+        count(r#"actions_total{outcome="refused",reason="invalid_token"}"#),
+        1.0
+    );
+    assert_eq!(count(r#"actions_total{outcome="approved",reason=""}"#), 1.0);
+}
+
+#[tokio::test]
+async fn metrics_count_session_store_errors_and_a_503_health() {
+    let idp = MockIdp::start().await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = registered(&idp, port)
+        .env("METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
+        .env("SESSION_STORE", "redis")
+        .env("REDIS_URL", format!("redis://127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = browser();
+    let mut health = None;
+    for _ in 0..200 {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await {
+            health = Some(r.status());
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(ready, "the app did not start");
+    assert_eq!(health.map(|s| s.as_u16()), Some(503));
+    assert_eq!(
+        client
+            .get(format!("{base}/signin"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    let text = client
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        // `/healthz` and `/signin` each found Redis down.
+        sample(&text, r#"session_store_errors_total{operation="ping"}"#) == Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"http_requests_total{method="GET",route="/healthz",status="503"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn metrics_are_off_without_metrics_bind() {
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = registered(&idp, port)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let r = browser()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn json_request_lines_carry_the_request_id_method_route_status_and_duration() {
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = registered(&idp, port)
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let r = browser()
+        .post(format!("{base}/api/expense"))
+        .bearer_auth("eyJhbGciOiJub25lIn0.e30.")
+        .header("Action-Request-Id", "a-r-i-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let _ = child.kill();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &Value| v["span"]["request_id"] == id.as_str())
+        .collect();
+    // The refusal and the request line, both with the request's id.
+    assert_eq!(lines.len(), 2, "{text}");
+    let refusal = &lines[0];
+    assert_eq!(refusal["level"], "WARN");
+    assert_eq!(refusal["fields"]["message"], "action refused: 401");
+    assert_eq!(refusal["fields"]["action_request_id"], "a-r-i-1");
+    let line = &lines[1];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["message"], "request");
+    assert_eq!(line["fields"]["method"], "POST");
+    assert_eq!(line["fields"]["route"], "/api/expense");
+    assert_eq!(line["fields"]["status"], 401);
+    assert!(
+        line["fields"]["duration_ms"].as_f64().unwrap() > 0.0,
+        "{line}"
+    );
+    assert!(line["timestamp"].is_string());
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_and_closes_the_store() {
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let data = std::env::temp_dir().join(format!("oi-sigterm-{}", uuid::Uuid::new_v4().simple()));
+    let child = registered(&idp, port)
+        .env("DATA_DIR", &data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let browser = browser();
     // Sign in through the real flow.
     let r = browser.get(format!("{base}/signin")).send().await.unwrap();
     let authorize = url::Url::parse(&location(&r)).unwrap();
@@ -226,10 +499,25 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         .expect("the request in flight was cut off");
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Finished after SIGTERM"));
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(out.status.success(), "{:?}", out.status);
     // And it stopped taking new requests.
     assert!(browser.get(format!("{base}/healthz")).send().await.is_err());
+    // The store was closed after the last request: its log is folded into the file.
+    let log = String::from_utf8_lossy(&out.stdout);
+    let finished = log
+        .find(r#"route="/mail" status=200"#)
+        .expect("the request line");
+    let closed = log
+        .find("decision store closed")
+        .expect("the store was not closed");
+    assert!(finished < closed, "{log}");
+    let wal = data.join("outlook-inbox.sqlite3-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the write-ahead log still holds pages"
+    );
+    let _ = std::fs::remove_dir_all(&data);
 }
