@@ -37,6 +37,8 @@ ENV BIND=0.0.0.0:8000 \
     LOG_FORMAT=json
 VOLUME ["/data"]
 EXPOSE 8000
+# Metrics are off unless METRICS_BIND is set (e.g. 0.0.0.0:9464); keep that
+# port inside your network.
 USER 65532:65532
 # No shell or curl here: the binary checks its own /healthz (exit 0 on 200 within 2 s).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# What metrics and JSON logs cost on POST /api/expense (issue 12: at most 5%).
+# Release builds, loopback only; not part of CI.
+#
+#   benches/observability.sh            # 3 rounds of each setting, 10 s each
+#   ROUNDS=5 DURATION=20s benches/observability.sh
+#
+# Each round starts the app afresh in every setting, in turn, so that a slow
+# moment of the machine does not land on one setting only:
+#   plain    LOG_FORMAT=text, no METRICS_BIND (the defaults)
+#   metrics  LOG_FORMAT=text, METRICS_BIND set
+#   json     LOG_FORMAT=json, no METRICS_BIND
+#   both     LOG_FORMAT=json, METRICS_BIND set
+# Logs go to a file, as under a container runtime. Needs wrk and curl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STANDIN=127.0.0.1:18091
+APP=127.0.0.1:18090
+METRICS=127.0.0.1:18094
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exit 1; }
+
+cargo build --release --quiet --bin outlook-inbox --example bench_standin
+work=$(mktemp -d)
+cleanup() { kill "${app_pid:-}" "${standin_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
+standin_pid=$!
+for _ in $(seq 100); do curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
+token=$(curl -s "http://$STANDIN/action-token?aud=api://auth-am-bench")
+cat >"$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"action":"approve"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $token"
+LUA
+
+run() { # $1 = setting name, then env assignments
+  local name=$1; shift
+  env CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
+    AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
+    BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
+    DATA_DIR="$work/data" "$@" ./target/release/outlook-inbox >"$work/app-$name.log" 2>&1 &
+  app_pid=$!
+  for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
+  wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/wrk.txt"
+  if grep -q "Non-2xx" "$work/wrk.txt"; then echo "FAILED: $(grep Non-2xx "$work/wrk.txt")" >&2; exit 1; fi
+  if [ -n "${CHECK_METRICS:-}" ]; then
+    curl -s "http://$METRICS/metrics" | grep -E '^http_requests_total\{method="POST",route="/api/expense",status="200"\}' || true
+  fi
+  kill "$app_pid"; wait "$app_pid" 2>/dev/null || true
+  echo "$name $(awk '/Requests\/sec/{print $2}' "$work/wrk.txt") $(awk '/^ +50%/{print $2}' "$work/wrk.txt") $(awk '/^ +99%/{print $2}' "$work/wrk.txt") $(wc -l <"$work/app-$name.log")" >>"$work/results"
+  tail -1 "$work/results"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); wrk -t2 -c32 -d$DURATION"
+echo "setting req/s median p99 log-lines"
+for _ in $(seq "$ROUNDS"); do
+  run plain
+  CHECK_METRICS=1 run metrics METRICS_BIND="$METRICS"
+  run json LOG_FORMAT=json
+  CHECK_METRICS=1 run both LOG_FORMAT=json METRICS_BIND="$METRICS"
+done
+echo
+echo "median req/s over $ROUNDS rounds:"
+for name in plain metrics json both; do
+  printf '%-8s %s\n' "$name" "$(awk -v n="$name" '$1==n{print $2}' "$work/results" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')"
+done
