@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         return healthcheck(&settings).await;
     }
-    telemetry::init(settings.log_format);
+    let _log_writer = telemetry::init(settings.log_format);
     if settings.session_key.generated {
         tracing::warn!(
             "SESSION_KEY is not set: using a random key, so sessions end when the app restarts"

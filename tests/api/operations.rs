@@ -165,6 +165,18 @@ fn registered(idp: &MockIdp, port: u16) -> Command {
     command
 }
 
+/// Sends SIGTERM.
+fn terminate(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
 /// Waits until `/healthz` answers 200.
 async fn wait_ready(base: &str) {
     let client = browser();
@@ -409,7 +421,8 @@ async fn json_request_lines_carry_the_request_id_method_route_status_and_duratio
     assert_eq!(r.status(), 401);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
-    let _ = child.kill();
+    // SIGTERM: a clean stop writes out every queued line.
+    terminate(&child);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -485,14 +498,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_closes_the_store() {
         async move { browser.get(format!("{base}/mail")).send().await }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    terminate(&child);
     let r = in_flight
         .await
         .unwrap()
