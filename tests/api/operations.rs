@@ -405,7 +405,7 @@ async fn json_request_lines_carry_the_request_id_method_route_status_and_duratio
     let idp = MockIdp::start().await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = registered(&idp, port)
+    let child = registered(&idp, port)
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .spawn()
