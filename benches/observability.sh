@@ -4,6 +4,7 @@
 #
 #   benches/observability.sh            # 3 rounds of each setting, 10 s each
 #   ROUNDS=5 DURATION=20s benches/observability.sh
+#   BEFORE_BIN=/path/to/older/outlook-inbox benches/observability.sh   # adds that build as "before"
 #
 # Each round starts the app afresh in every setting, in turn, so that a slow
 # moment of the machine does not land on one setting only:
@@ -43,7 +44,7 @@ run() { # $1 = setting name, then env assignments
   env CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
     AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
     BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
-    DATA_DIR="$work/data" "$@" ./target/release/outlook-inbox >"$work/app-$name.log" 2>&1 &
+    DATA_DIR="$work/data" "$@" "${BIN:-./target/release/outlook-inbox}" >"$work/app-$name.log" 2>&1 &
   app_pid=$!
   for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
@@ -59,7 +60,10 @@ run() { # $1 = setting name, then env assignments
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); wrk -t2 -c32 -d$DURATION"
 echo "setting req/s median p99 log-lines"
+names="plain metrics json both"
+[ -n "${BEFORE_BIN:-}" ] && names="before $names"
 for _ in $(seq "$ROUNDS"); do
+  if [ -n "${BEFORE_BIN:-}" ]; then BIN="$BEFORE_BIN" run before; fi
   run plain
   CHECK_METRICS=1 run metrics METRICS_BIND="$METRICS"
   run json LOG_FORMAT=json
@@ -67,6 +71,6 @@ for _ in $(seq "$ROUNDS"); do
 done
 echo
 echo "median req/s over $ROUNDS rounds:"
-for name in plain metrics json both; do
+for name in $names; do
   printf '%-8s %s\n' "$name" "$(awk -v n="$name" '$1==n{print $2}' "$work/results" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')"
 done

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use metrics::{counter, describe_counter, describe_histogram, histogram};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use metrics::{Counter, Histogram, counter, describe_counter, describe_histogram, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets in seconds: 100 µs to 10 s.
@@ -118,15 +121,60 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
 }
 
+/// The method label: the standard methods by name, anything else `OTHER`
+/// (a client can send any token as a method).
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+type RequestSeries = Vec<(&'static str, u16, Counter, Histogram)>;
+
+thread_local! {
+    /// Each worker's handles to the request series it has used, by route:
+    /// after the first request of a kind, counting it is an atomic add and a
+    /// histogram push, with no label strings built and no registry lookup.
+    static REQUESTS: RefCell<HashMap<String, RequestSeries>> = RefCell::new(HashMap::new());
+}
+
 /// One answered request.
-pub fn request(method: &str, route: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.to_owned()),
-        ("status", status.to_string()),
-    ];
-    counter!("http_requests_total", &labels).increment(1);
-    histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+pub fn request(method: &actix_web::http::Method, route: &str, status: u16, elapsed: Duration) {
+    let method = method_label(method);
+    let seconds = elapsed.as_secs_f64();
+    REQUESTS.with(|series| {
+        let mut series = series.borrow_mut();
+        if let Some(known) = series.get(route)
+            && let Some((_, _, counter, histogram)) = known
+                .iter()
+                .find(|(m, s, _, _)| *m == method && *s == status)
+        {
+            counter.increment(1);
+            histogram.record(seconds);
+            return;
+        }
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.to_string()),
+        ];
+        let counter = counter!("http_requests_total", &labels);
+        let histogram = histogram!("http_request_duration_seconds", &labels);
+        counter.increment(1);
+        histogram.record(seconds);
+        series
+            .entry(route.to_owned())
+            .or_default()
+            .push((method, status, counter, histogram));
+    });
 }
 
 /// Which of Microsoft's services a call went to.

@@ -49,7 +49,7 @@ pub async fn requests(
         }
     });
     if metrics_on {
-        crate::metrics::request(method.as_str(), route, status.as_u16(), elapsed);
+        crate::metrics::request(&method, route, status.as_u16(), elapsed);
     }
     result.map(|mut res| {
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
