@@ -4,6 +4,7 @@
 #
 #   benches/observability.sh            # 3 rounds of each setting, 10 s each
 #   ROUNDS=5 DURATION=20s benches/observability.sh
+#   SETTINGS="plain both" ROUNDS=7 benches/observability.sh           # only those settings
 #   BEFORE_BIN=/path/to/older/outlook-inbox benches/observability.sh   # adds that build as "before"
 #
 # Each round starts the app afresh in every setting, in turn, so that a slow
@@ -60,14 +61,18 @@ run() { # $1 = setting name, then env assignments
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); wrk -t2 -c32 -d$DURATION"
 echo "setting req/s median p99 log-lines"
-names="plain metrics json both"
+names=${SETTINGS:-plain metrics json both}
 [ -n "${BEFORE_BIN:-}" ] && names="before $names"
 for _ in $(seq "$ROUNDS"); do
-  if [ -n "${BEFORE_BIN:-}" ]; then BIN="$BEFORE_BIN" run before; fi
-  run plain
-  CHECK_METRICS=1 run metrics METRICS_BIND="$METRICS"
-  run json LOG_FORMAT=json
-  CHECK_METRICS=1 run both LOG_FORMAT=json METRICS_BIND="$METRICS"
+  for name in $names; do
+    case $name in
+      before) BIN="$BEFORE_BIN" run before ;;
+      plain) run plain ;;
+      metrics) CHECK_METRICS=1 run metrics METRICS_BIND="$METRICS" ;;
+      json) run json LOG_FORMAT=json ;;
+      both) CHECK_METRICS=1 run both LOG_FORMAT=json METRICS_BIND="$METRICS" ;;
+    esac
+  done
 done
 echo
 echo "median req/s over $ROUNDS rounds:"
