@@ -57,6 +57,8 @@ pub const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 /// line each, the rest summed up in one periodic line ([`RefusalLog::summarize`]).
 /// Lock-free, so a flood costs a few atomic operations per request.
 pub struct RefusalLog {
+    /// What the summary line says was not logged one by one.
+    summary: &'static str,
     window: AtomicU64,
     in_window: AtomicU64,
     suppressed: AtomicU64,
@@ -70,7 +72,15 @@ impl Default for RefusalLog {
 
 impl RefusalLog {
     pub fn new() -> Self {
+        Self::with_summary(
+            "more actions were refused than are logged one by one; the rest are counted here",
+        )
+    }
+
+    /// A log whose periodic line says `summary`.
+    pub fn with_summary(summary: &'static str) -> Self {
         Self {
+            summary,
             window: AtomicU64::new(0),
             in_window: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
@@ -96,10 +106,7 @@ impl RefusalLog {
     pub fn summarize(&self) -> u64 {
         let n = self.suppressed.swap(0, Ordering::Relaxed);
         if n > 0 {
-            tracing::warn!(
-                suppressed = n,
-                "more actions were refused than are logged one by one; the rest are counted here"
-            );
+            tracing::warn!(suppressed = n, "{}", self.summary);
         }
         n
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
@@ -27,8 +28,9 @@ pub async fn requests(
     let started = Instant::now();
     let id = uuid::Uuid::new_v4();
     let span = tracing::info_span!("request", request_id = %id);
-    let metrics_on = req
-        .app_data::<web::Data<AppState>>()
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics_on = state
+        .as_ref()
         .is_some_and(|s| s.settings.metrics_bind.is_some());
     let method = req.method().clone();
     let result = next.call(req).instrument(span.clone()).await;
@@ -40,9 +42,19 @@ pub async fn requests(
     let route = route.as_deref().unwrap_or(UNMATCHED);
     // Milliseconds with microsecond precision.
     let duration_ms = (elapsed.as_micros() as f64) / 1000.0;
+    // Refused actions (forged tokens, bad bodies) are logged at a bounded
+    // rate, their request lines too; metrics count them all.
+    let refused_action = route.starts_with("/api/expense")
+        && (status.is_client_error() || status == StatusCode::SERVICE_UNAVAILABLE);
+    let quiet = refused_action
+        && state
+            .as_ref()
+            .is_some_and(|s| !s.refused_request_lines.allow());
     span.in_scope(|| {
-        // A health probe every few seconds is not news unless it fails.
-        if route == "/healthz" && status.is_success() {
+        if quiet {
+            // Counted in the periodic summary line.
+        } else if route == "/healthz" && status.is_success() {
+            // A health probe every few seconds is not news unless it fails.
             tracing::debug!(method = %method, route, status = status.as_u16(), duration_ms, "request");
         } else {
             tracing::info!(method = %method, route, status = status.as_u16(), duration_ms, "request");

@@ -133,6 +133,9 @@ impl Application {
         });
         let state = web::Data::new(AppState {
             refusals: RefusalLog::new(),
+            refused_request_lines: RefusalLog::with_summary(
+                "more refused actions were answered than have request lines; the rest are counted here",
+            ),
             decisions,
             tickets: crate::cards::ticket::Tickets::new(settings.session_key.bytes()),
             verified: Default::default(),
@@ -239,6 +242,7 @@ impl Application {
             loop {
                 every.tick().await;
                 state.refusals.summarize();
+                state.refused_request_lines.summarize();
             }
         });
         let metrics = self.metrics.map(|(port, server)| {

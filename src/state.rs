@@ -29,6 +29,9 @@ pub struct AppState {
     pub refresher: Refresher,
     /// Rate-limited logging of refused actions (a flood cannot fill the disk).
     pub refusals: RefusalLog,
+    /// Request lines of refused actions, bounded the same way (a flood of
+    /// forged tokens must not fill the disk through them either).
+    pub refused_request_lines: RefusalLog,
     /// The session cookie's key and shape, with the cookie store (to measure it).
     pub cookie: Option<CookieShape>,
     /// The key that encrypts session cookies.

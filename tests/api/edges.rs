@@ -89,17 +89,31 @@ async fn a_flood_of_forged_tokens_is_logged_at_a_bounded_rate_and_counted() {
     captured_logs();
     let app = spawn_app().await;
     let marker = uuid::Uuid::new_v4().to_string();
+    let mut request_ids = Vec::new();
     for _ in 0..300 {
         let r = action(&app, "not.a.token", &marker, Vec::new()).await;
         assert_eq!(r.status(), 401);
+        request_ids.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
     }
-    let logged = captured_logs()
-        .lines()
-        .filter(|l| l.contains(&marker))
-        .count() as u64;
+    let logs = captured_logs();
+    let logged = logs.lines().filter(|l| l.contains(&marker)).count() as u64;
     assert!(logged <= 40, "{logged} lines for 300 refusals");
     // The rest are summed up in the periodic line.
     assert_eq!(app.state.refusals.summarize(), 300 - logged);
+    // Every line these requests left, request lines included, is bounded too.
+    let lines_of_the_flood = logs
+        .lines()
+        .filter(|l| request_ids.iter().any(|id| l.contains(id.as_str())))
+        .count() as u64;
+    let request_lines = lines_of_the_flood - logged;
+    assert!(
+        request_lines >= 1 && request_lines <= 40,
+        "{request_lines} request lines"
+    );
+    assert_eq!(
+        app.state.refused_request_lines.summarize(),
+        300 - request_lines
+    );
 }
 
 #[tokio::test]
