@@ -107,7 +107,7 @@ async fn a_flood_of_forged_tokens_is_logged_at_a_bounded_rate_and_counted() {
         .count() as u64;
     let request_lines = lines_of_the_flood - logged;
     assert!(
-        request_lines >= 1 && request_lines <= 40,
+        (1..=40).contains(&request_lines),
         "{request_lines} request lines"
     );
     assert_eq!(
