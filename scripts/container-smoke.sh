@@ -12,8 +12,8 @@
 # registries cannot pull them. This script assembles the same runtime layout
 # from this Debian 12 host (distroless cc-debian12 carries Debian 12's glibc
 # too) and the binary built here. It does not exercise the Dockerfile's build
-# stages. Keep the ENV/USER/VOLUME/HEALTHCHECK lines below in step with the
-# Dockerfile's last stage.
+# stages; the ENV, USER, VOLUME, HEALTHCHECK and ENTRYPOINT lines are the
+# Dockerfile's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,21 +41,16 @@ done
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$ctx/root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/root/etc/group"
 chmod 1777 "$ctx/root/tmp"
-cat >"$ctx/Containerfile" <<'EOF'
-FROM scratch
-COPY root/ /
-# As in the Dockerfile: a new named volume takes this folder's owner.
-COPY --chown=65532:65532 data/ /data/
-ENV BIND=0.0.0.0:8000 \
-    DATA_DIR=/data \
-    LOG_FORMAT=json
-VOLUME ["/data"]
-EXPOSE 8000
-USER 65532:65532
-HEALTHCHECK --interval=30s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["/app/outlook-inbox", "healthcheck"]
-ENTRYPOINT ["/app/outlook-inbox"]
-EOF
+# The runtime stage's own lines (everything after its last COPY), taken from
+# the Dockerfile so that the two cannot drift apart.
+{
+  echo 'FROM scratch'
+  echo 'COPY root/ /'
+  echo '# As in the Dockerfile: a new named volume takes the owner of this folder.'
+  echo 'COPY --chown=65532:65532 data/ /data/'
+  sed -n '/^COPY --from=builder --chown=65532:65532 \/data \/data/,$p' Dockerfile | tail -n +2
+} >"$ctx/Containerfile"
+grep -q '^HEALTHCHECK' "$ctx/Containerfile" || { echo "FAILED: the Dockerfile's last stage was not found" >&2; exit 1; }
 $PODMAN build -q --format docker -t "$IMAGE" "$ctx" >/dev/null
 echo "image: $IMAGE, $($PODMAN image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}') (binary $(stat -c %s target/release/outlook-inbox | awk '{printf "%.1f MB", $1/1e6}'))"
 

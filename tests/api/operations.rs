@@ -165,6 +165,22 @@ fn registered(idp: &MockIdp, port: u16) -> Command {
     command
 }
 
+/// The status a plain GET of `url` gets.
+async fn status_of(url: &str) -> u16 {
+    browser().get(url).send().await.unwrap().status().as_u16()
+}
+
+/// The metrics text served on `port`.
+async fn scrape(port: u16) -> String {
+    let r = browser()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 /// Sends SIGTERM.
 fn terminate(child: &Child) {
     let pid = child.id().to_string();
@@ -248,15 +264,7 @@ async fn metrics_count_requests_by_route_upstream_calls_actions_and_key_fetches(
     assert_eq!(approved.status(), 200);
 
     // Not on the public port.
-    assert_eq!(
-        client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status_of(&format!("{base}/metrics")).await, 404);
     let r = client
         .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .send()
@@ -347,23 +355,8 @@ async fn metrics_count_session_store_errors_and_a_503_health() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(health.map(|s| s.as_u16()), Some(503));
-    assert_eq!(
-        client
-            .get(format!("{base}/signin"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
-    let text = client
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(status_of(&format!("{base}/signin")).await, 503);
+    let text = scrape(metrics_port).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(
