@@ -42,7 +42,7 @@ impl Redis {
     /// Validates `REDIS_URL` (a one-line error if it is not usable) and, for
     /// `rediss://`, the roots its certificate must chain to: the Mozilla roots
     /// (as for every other outbound call), plus `REDIS_CA_FILE` when set.
-    /// Nothing connects here; see [`Redis::check`].
+    /// Nothing connects here; see [`Redis::ping`].
     pub async fn new(url: &str, ca_file: Option<&Path>) -> Result<Self, ConfigError> {
         // Never quote the URL: it may hold the password.
         let bad = |e: String| ConfigError {
@@ -93,19 +93,6 @@ impl Redis {
         &self.target
     }
 
-    /// Connects once and says plainly what is wrong, for the start-up log:
-    /// an untrusted certificate, a refused password and an unreachable host
-    /// each get their own sentence. The app runs either way (pages that need
-    /// Redis answer 503 until it works).
-    pub async fn check(&self) -> Result<(), String> {
-        let mut conn = self.pool.get().await.map_err(|e| explain(&e))?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| explain_redis(&e))
-    }
-
     /// Writes `state` over an existing record only (`SET … XX`), never
     /// creating one: actix-session's own `update` falls back to a new record,
     /// which brings back a session that `/signout` deleted moments before.
@@ -135,14 +122,17 @@ impl Redis {
         &self.pool
     }
 
-    /// `PING`s Redis: the health of the session store.
+    /// `PING`s Redis: the health of the session store. A failure says
+    /// plainly what is wrong (an untrusted certificate, a refused password,
+    /// an unreachable host each get their own sentence), for the start-up
+    /// line and for every log line about Redis being down.
     pub async fn ping(&self) -> Result<(), String> {
-        let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+        let mut conn = self.pool.get().await.map_err(|e| explain(&e))?;
         redis::cmd("PING")
             .query_async::<String>(&mut conn)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| explain_redis(&e))
     }
 }
 

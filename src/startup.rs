@@ -220,7 +220,7 @@ impl Application {
             // Say at once, in one plain line, whether Redis works; the app
             // serves either way (what needs Redis answers 503 until it does).
             tokio::spawn(async move {
-                match redis.check().await {
+                match redis.ping().await {
                     Ok(()) => tracing::info!(redis = %redis.target(), "Redis answers"),
                     Err(reason) => tracing::error!(
                         redis = %redis.target(),
