@@ -227,6 +227,26 @@ impl Provider {
     /// Fetches the v2 and v1 discovery documents again and installs what
     /// succeeded; a failure keeps what was known. True when both are known.
     pub async fn refresh_discovery(&self) -> bool {
+        // The lock `discovered` takes on a cold cache: a request arriving while
+        // this fetch is under way waits for it, and a request that got there
+        // first is not followed by a second fetch of the same document.
+        let was_cold = read(&self.cached).is_none();
+        let guard = self.fetching.lock().await;
+        if !(was_cold && read(&self.cached).is_some()) {
+            self.refresh_v2().await;
+        }
+        drop(guard);
+        match self.get_json::<V1Metadata>(&self.v1_discovery_url).await {
+            Ok(m) => write(&self.v1_issuer, Some(m.issuer)),
+            Err(e) => {
+                tracing::warn!(url = %self.v1_discovery_url, error = %e, "v1 discovery failed; keeping what was known")
+            }
+        }
+        read(&self.cached).is_some() && read(&self.v1_issuer).is_some()
+    }
+
+    /// Fetches the v2 document and installs it; a failure keeps what was known.
+    async fn refresh_v2(&self) {
         match self.get_json::<Metadata>(&self.discovery_url).await {
             Ok(metadata) => match self.oauth_client(&metadata) {
                 Ok(client) => {
@@ -244,13 +264,6 @@ impl Provider {
                 tracing::warn!(url = %self.discovery_url, error = %e, "OpenID discovery failed; keeping what was known")
             }
         }
-        match self.get_json::<V1Metadata>(&self.v1_discovery_url).await {
-            Ok(m) => write(&self.v1_issuer, Some(m.issuer)),
-            Err(e) => {
-                tracing::warn!(url = %self.v1_discovery_url, error = %e, "v1 discovery failed; keeping what was known")
-            }
-        }
-        read(&self.cached).is_some() && read(&self.v1_issuer).is_some()
     }
 
     /// Keeps discovery (and the identity platform's signing keys) fresh for

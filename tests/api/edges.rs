@@ -286,6 +286,40 @@ async fn v1_discovery_happens_at_start_up_not_on_the_request() {
 }
 
 #[tokio::test]
+async fn an_action_during_start_up_discovery_waits_for_it_instead_of_fetching_again() {
+    let idp = MockIdp::start().await;
+    const V2: &str = "/common/v2.0/.well-known/openid-configuration";
+    // A slow authority: the first action arrives while discovery is under way.
+    Mock::given(method("GET"))
+        .and(path(V2))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(discovery_document(&idp.uri()))
+                .set_delay(Duration::from_millis(500)),
+        )
+        .with_priority(1)
+        .mount(&idp.server)
+        .await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let built = outlook_inbox::startup::Application::build(
+        idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]),
+    )
+    .await
+    .unwrap();
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{}", built.port()),
+        client: browser(),
+        state: built.state(),
+    };
+    tokio::spawn(built.run_until_stopped());
+    let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
+    assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
+    let fetches = idp.server.received_requests().await.unwrap();
+    let v2 = fetches.iter().filter(|r| r.url.path() == V2).count();
+    assert_eq!(v2, 1, "the discovery document was fetched {v2} times");
+}
+
+#[tokio::test]
 async fn keys_older_than_their_limit_are_not_used_when_they_cannot_be_refreshed() {
     let idp = MockIdp::start().await;
     let audiences = format!("{APP_ID_URI},{CLIENT_ID}");

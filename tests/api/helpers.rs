@@ -154,6 +154,18 @@ impl KeysEndpoint {
     }
 }
 
+/// The v2 discovery document of the mock identity platform at `uri`.
+pub fn discovery_document(uri: &str) -> Value {
+    json!({
+        "issuer": format!("{uri}/{{tenantid}}/v2.0"),
+        "authorization_endpoint": format!("{uri}/common/oauth2/v2.0/authorize"),
+        "token_endpoint": format!("{uri}/common/oauth2/v2.0/token"),
+        "jwks_uri": format!("{uri}/common/discovery/v2.0/keys"),
+        "end_session_endpoint": format!("{uri}/common/oauth2/v2.0/logout"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+}
+
 /// A mock Microsoft identity platform (and mail API) on its own port.
 pub struct MockIdp {
     pub server: MockServer,
@@ -168,14 +180,7 @@ impl MockIdp {
         let uri = server.uri();
         Mock::given(method("GET"))
             .and(path("/common/v2.0/.well-known/openid-configuration"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "issuer": format!("{uri}/{{tenantid}}/v2.0"),
-                "authorization_endpoint": format!("{uri}/common/oauth2/v2.0/authorize"),
-                "token_endpoint": format!("{uri}/common/oauth2/v2.0/token"),
-                "jwks_uri": format!("{uri}/common/discovery/v2.0/keys"),
-                "end_session_endpoint": format!("{uri}/common/oauth2/v2.0/logout"),
-                "id_token_signing_alg_values_supported": ["RS256"],
-            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(discovery_document(&uri)))
             .mount(&server)
             .await;
         Mock::given(method("GET"))
