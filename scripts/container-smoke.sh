@@ -33,7 +33,7 @@ cleanup() { $PODMAN rm -f "$NAME" >/dev/null 2>&1 || true; $PODMAN volume rm -f 
 trap cleanup EXIT
 
 if [ -n "$BUILT" ]; then
-  echo "image: $IMAGE, $($PODMAN image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}') (built from the Dockerfile)"
+  about="built from the Dockerfile"
 else
   cargo build --release --quiet --bin outlook-inbox
 
@@ -58,8 +58,9 @@ else
   } >"$ctx/Containerfile"
   grep -q '^HEALTHCHECK' "$ctx/Containerfile" || { echo "FAILED: the Dockerfile's last stage was not found" >&2; exit 1; }
   $PODMAN build -q --format docker -t "$IMAGE" "$ctx" >/dev/null
-  echo "image: $IMAGE, $($PODMAN image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}') (binary $(stat -c %s target/release/outlook-inbox | awk '{printf "%.1f MB", $1/1e6}'))"
+  about="binary $(stat -c %s target/release/outlook-inbox | awk '{printf "%.1f MB", $1/1e6}')"
 fi
+echo "image: $IMAGE, $($PODMAN image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.1f MB", $1/1e6}') ($about)"
 
 # The demo needs a loopback PUBLIC_URL, so the container shares the host's
 # network and listens on 127.0.0.1:$PORT.
