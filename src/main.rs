@@ -7,6 +7,9 @@ use outlook_inbox::telemetry;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck().await;
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -14,9 +17,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return healthcheck(&settings).await;
-    }
     let _log_writer = telemetry::init(settings.log_format);
     if settings.session_key.generated {
         tracing::warn!(
@@ -50,14 +50,24 @@ async fn main() -> ExitCode {
 /// `outlook-inbox healthcheck`: exit 0 when this instance's `/healthz`
 /// answers 200 within 2 s, 1 otherwise. For container images with no shell
 /// or curl (a `HEALTHCHECK` calls the binary itself).
-async fn healthcheck(settings: &Settings) -> ExitCode {
-    let host = match settings.bind.ip() {
+///
+/// It reads only `BIND`, and never exits 2: Docker reserves that code for
+/// itself, so even a bad `BIND` is an ordinary "unhealthy".
+async fn healthcheck() -> ExitCode {
+    let bind = match Settings::bind_from_env() {
+        Ok(bind) => bind,
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let host = match bind.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         std::net::IpAddr::V4(ip) => ip.to_string(),
     };
-    let url = format!("http://{host}:{}/healthz", settings.bind.port());
+    let url = format!("http://{host}:{}/healthz", bind.port());
     let client = match outlook_inbox::http::client(Duration::from_secs(2)) {
         Ok(c) => c,
         Err(e) => {
@@ -66,7 +76,7 @@ async fn healthcheck(settings: &Settings) -> ExitCode {
         }
     };
     match client.get(&url).send().await {
-        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) if r.status() == reqwest::StatusCode::OK => ExitCode::SUCCESS,
         Ok(r) => {
             eprintln!("healthcheck: {url} answered {}", r.status());
             ExitCode::FAILURE

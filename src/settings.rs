@@ -179,6 +179,29 @@ fn bad(variable: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Loads `.env` into the environment. A missing file is normal; a malformed
+/// one is an error worth stopping for.
+fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(bad(".env", e.to_string())),
+    }
+}
+
+/// `BIND`, or 127.0.0.1:8000 when unset.
+fn parse_bind(value: Option<String>) -> Result<SocketAddr, ConfigError> {
+    match value {
+        Some(v) => v.parse::<SocketAddr>().map_err(|_| {
+            bad(
+                "BIND",
+                format!("`{v}` is not an address like 127.0.0.1:8000"),
+            )
+        }),
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], 8000))),
+    }
+}
+
 /// The retired EAT key set (legacy scheme), unless `ACTION_KEYS_URL` says otherwise.
 pub const DEFAULT_ACTION_KEYS_URL: &str = "https://substrate.office.com/sts/common/discovery/keys";
 
@@ -191,13 +214,21 @@ pub const DEMO_CLIENT_ID: &str = "00000000-0000-4000-8000-00000000d3e0";
 impl Settings {
     /// Reads the process environment (after loading `.env`, if present).
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is an error worth stopping for.
-        match dotenvy::dotenv() {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(bad(".env", e.to_string())),
-        }
+        load_dotenv()?;
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Only `BIND` (after loading `.env`, if present): all the `healthcheck`
+    /// subcommand needs, so a probe never depends on secrets or on the rest
+    /// of the configuration.
+    pub fn bind_from_env() -> Result<SocketAddr, ConfigError> {
+        load_dotenv()?;
+        parse_bind(
+            std::env::var("BIND")
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
+        )
     }
 
     /// Builds settings from any variable lookup (the environment, or a map in tests).
@@ -208,15 +239,7 @@ impl Settings {
                 .filter(|v| !v.is_empty())
         };
 
-        let bind = match var("BIND") {
-            Some(v) => v.parse::<SocketAddr>().map_err(|_| {
-                bad(
-                    "BIND",
-                    format!("`{v}` is not an address like 127.0.0.1:8000"),
-                )
-            })?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8000)),
-        };
+        let bind = parse_bind(var("BIND"))?;
 
         let metrics_bind = match var("METRICS_BIND") {
             None => None,

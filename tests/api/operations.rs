@@ -38,14 +38,21 @@ fn free_port() -> u16 {
 }
 
 fn healthcheck(port: u16) -> i32 {
-    binary()
+    healthcheck_with(&[("BIND", &format!("127.0.0.1:{port}"))]).0
+}
+
+/// Runs `outlook-inbox healthcheck` with these variables: its exit code and
+/// what it printed on standard error.
+fn healthcheck_with(vars: &[(&str, &str)]) -> (i32, String) {
+    let out = binary()
         .arg("healthcheck")
-        .env("BIND", format!("127.0.0.1:{port}"))
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .code()
-        .unwrap_or(-1)
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -79,6 +86,44 @@ async fn healthcheck_exits_0_for_a_healthy_app_and_1_otherwise() {
             .unwrap(),
         1
     );
+}
+
+#[tokio::test]
+async fn healthcheck_needs_only_bind_wants_exactly_200_and_never_exits_2() {
+    // Docker reserves exit code 2; a bad BIND is just "unhealthy", said plainly.
+    let (code, stderr) = tokio::task::spawn_blocking(|| healthcheck_with(&[("BIND", "port 8000")]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("healthcheck: BIND:"), "{stderr}");
+    // A probe does not read the rest of the configuration or its secrets: a
+    // variable the server would refuse does not make a healthy app look sick.
+    let app = spawn_app().await;
+    let bind = app.address.trim_start_matches("http://").to_owned();
+    let (code, stderr) = tokio::task::spawn_blocking(move || {
+        healthcheck_with(&[("BIND", &bind), ("CLIENT_ID", "without-a-secret")])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    // Only 200 is healthy: a 204 or a redirect from /healthz is not.
+    for answer in [
+        ResponseTemplate::new(204),
+        ResponseTemplate::new(302).insert_header("location", "/healthz"),
+    ] {
+        let server = wiremock::MockServer::start().await;
+        Mock::given(path("/healthz"))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let bind = server.address().to_string();
+        let (code, stderr) =
+            tokio::task::spawn_blocking(move || healthcheck_with(&[("BIND", &bind)]))
+                .await
+                .unwrap();
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("/healthz answered"), "{stderr}");
+    }
 }
 
 /// Starts the binary and returns it with the lines it printed up to the one
