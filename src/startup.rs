@@ -32,6 +32,12 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; s
 
 pub use crate::state::AppState;
 
+/// How long a graceful stop waits for requests in flight. Kubernetes and
+/// Container Apps send SIGKILL 30 s after SIGTERM, and actix's own default is
+/// those same 30 s, which would leave no time to close the store; the
+/// slowest request (a token refresh, then Graph, each capped at 10 s) fits.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(25);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("BIND: cannot listen on {0}: {1}")]
@@ -251,8 +257,8 @@ impl Application {
             tokio::spawn(server);
             handle
         });
-        // SIGTERM or SIGINT: actix stops accepting, lets requests in flight
-        // finish (up to 30 s), then this returns.
+        // SIGTERM: actix stops accepting, lets requests in flight finish (up
+        // to DRAIN), then this returns. SIGINT (Ctrl-C) stops at once.
         let result = self.server.await;
         discovery.abort();
         summary.abort();
@@ -325,6 +331,7 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             })
             .default_service(web::to(routes::not_found))
     })
+    .shutdown_timeout(DRAIN.as_secs())
     .listen(listener)
     .map_err(|e| StartupError::Bind(SocketAddr::from(([0, 0, 0, 0], 0)), e))?
     .run();
