@@ -23,6 +23,17 @@ async fn main() -> ExitCode {
             "SESSION_KEY is not set: using a random key, so sessions end when the app restarts"
         );
     }
+    if !settings.public_url_explicit
+        && settings.bind.port() != 0
+        && settings.public_url.port_or_known_default() != Some(settings.bind.port())
+    {
+        tracing::warn!(
+            public_url = %settings.public_base(),
+            bind = %settings.bind,
+            "PUBLIC_URL is not set, so links and the sign-in redirect go to the default address, \
+             on another port than BIND: set PUBLIC_URL to the address people reach"
+        );
+    }
     let demo = settings.demo;
     let app = match Application::build(settings).await {
         Ok(app) => app,

@@ -148,6 +148,33 @@ fn first_lines(mut command: Command) -> (Child, Vec<String>) {
 }
 
 #[tokio::test]
+async fn a_bind_port_that_the_default_public_url_misses_is_warned_about() {
+    let lines_with = |public_url: Option<&str>| {
+        let mut command = binary();
+        command.env("BIND", format!("127.0.0.1:{}", free_port()));
+        if let Some(url) = public_url {
+            command.env("PUBLIC_URL", url);
+        }
+        let (mut child, lines) = first_lines(command);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        lines
+    };
+    let (unset, set) = tokio::task::spawn_blocking(move || {
+        (lines_with(None), lines_with(Some("http://localhost:9999")))
+    })
+    .await
+    .unwrap();
+    let warned = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("set PUBLIC_URL"))
+    };
+    assert!(warned(&unset), "{unset:?}");
+    assert!(!warned(&set), "{set:?}");
+}
+
+#[tokio::test]
 async fn json_logs_are_one_object_per_line_with_time_level_and_message() {
     let mut command = binary();
     command
