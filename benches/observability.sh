@@ -14,6 +14,10 @@
 #   json     LOG_FORMAT=json, no METRICS_BIND
 #   both     LOG_FORMAT=json, METRICS_BIND set
 # Logs go to a file, as under a container runtime. Needs wrk and curl.
+# Each line also gives the app's CPU time per request. On a 2-core machine
+# shared with wrk and the stand-in, req/s moves by ±15% between rounds; the
+# per-round share of plain's req/s cancels some of that, and
+# `cargo bench --bench observability` times the added work on its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +44,10 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 
+cpu_ticks() { # user + system CPU time of process $1 so far, in clock ticks
+  awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
+}
+
 run() { # $1 = setting name, then env assignments
   local name=$1; shift
   env CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
@@ -49,18 +57,25 @@ run() { # $1 = setting name, then env assignments
   app_pid=$!
   for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
+  local before; before=$(cpu_ticks "$app_pid")
   wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/wrk.txt"
+  local used=$(( $(cpu_ticks "$app_pid") - before ))
   if grep -q "Non-2xx" "$work/wrk.txt"; then echo "FAILED: $(grep Non-2xx "$work/wrk.txt")" >&2; exit 1; fi
   if [ -n "${CHECK_METRICS:-}" ]; then
     curl -s "http://$METRICS/metrics" | grep -E '^http_requests_total\{method="POST",route="/api/expense",status="200"\}' || true
   fi
   kill "$app_pid"; wait "$app_pid" 2>/dev/null || true
-  echo "$name $(awk '/Requests\/sec/{print $2}' "$work/wrk.txt") $(awk '/^ +50%/{print $2}' "$work/wrk.txt") $(awk '/^ +99%/{print $2}' "$work/wrk.txt") $(wc -l <"$work/app-$name.log")" >>"$work/results"
+  local requests; requests=$(awk '/requests in/{print $1}' "$work/wrk.txt")
+  # The app's own CPU time (all its threads, the log writer's too) per
+  # request: unlike req/s, it hardly moves when wrk and the app fight over
+  # the same cores.
+  local cpu_us; cpu_us=$(awk -v t="$used" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')
+  echo "$name $(awk '/Requests\/sec/{print $2}' "$work/wrk.txt") $(awk '/^ +50%/{print $2}' "$work/wrk.txt") $(awk '/^ +99%/{print $2}' "$work/wrk.txt") $(wc -l <"$work/app-$name.log") $cpu_us" >>"$work/results"
   tail -1 "$work/results"
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); wrk -t2 -c32 -d$DURATION"
-echo "setting req/s median p99 log-lines"
+echo "setting req/s median p99 log-lines cpu-us/request"
 names=${SETTINGS:-plain metrics json both}
 [ -n "${BEFORE_BIN:-}" ] && names="before $names"
 for _ in $(seq "$ROUNDS"); do
@@ -74,8 +89,13 @@ for _ in $(seq "$ROUNDS"); do
     esac
   done
 done
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo
-echo "median req/s over $ROUNDS rounds:"
+echo "medians over $ROUNDS rounds: req/s, app CPU µs per request, and req/s as a share of"
+echo "plain's in the same round (the machine's slow moments cancel out of that one)"
 for name in $names; do
-  printf '%-8s %s\n' "$name" "$(awk -v n="$name" '$1==n{print $2}' "$work/results" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}')"
+  printf '%-8s %10s %8s %8s\n' "$name" \
+    "$(awk -v n="$name" '$1==n{print $2}' "$work/results" | median)" \
+    "$(awk -v n="$name" '$1==n{print $6}' "$work/results" | median)" \
+    "$(awk -v n="$name" '{v[$1, ++k[$1]] = $2} END{for (i = 1; i <= k[n]; i++) if (v["plain", i]) printf "%.3f\n", v[n, i] / v["plain", i]}' "$work/results" | median)"
 done
