@@ -54,6 +54,30 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // Both workers count the same series at once, as under load: the shared
+    // atomics move between the cores. Time per call on each thread.
+    group.bench_function("metrics on: request + action, 2 threads at once", |b| {
+        b.iter_custom(|iterations| {
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..2 {
+                    s.spawn(|| {
+                        for _ in 0..iterations {
+                            outlook_inbox::metrics::request(
+                                &Method::POST,
+                                black_box("/api/expense"),
+                                200,
+                                Duration::from_micros(412),
+                            );
+                            outlook_inbox::metrics::action("approved", "");
+                        }
+                    });
+                }
+            });
+            start.elapsed()
+        })
+    });
+
     let text = tracing::Dispatch::new(
         tracing_subscriber::fmt()
             .with_target(false)

@@ -6,6 +6,8 @@
 #   ROUNDS=5 DURATION=20s benches/observability.sh
 #   SETTINGS="plain both" ROUNDS=7 benches/observability.sh           # only those settings
 #   BEFORE_BIN=/path/to/older/outlook-inbox benches/observability.sh   # adds that build as "before"
+#   PIN=1 benches/observability.sh      # the app on one core, the load on the other
+#   THREADS=1 CONNECTIONS=1 PIN=1 benches/observability.sh   # one request at a time: CPU per request without a queue
 #
 # Each round starts the app afresh in every setting, in turn, so that a slow
 # moment of the machine does not land on one setting only:
@@ -26,6 +28,12 @@ APP=127.0.0.1:18090
 METRICS=127.0.0.1:18094
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+# PIN=1: the app on the first core, wrk and the stand-in on the second, so
+# that they do not take turns on the same cores.
+app_cpu="" load_cpu=""
+if [ -n "${PIN:-}" ]; then app_cpu="taskset -c 0" load_cpu="taskset -c 1"; fi
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exit 1; }
 
 cargo build --release --quiet --bin outlook-inbox --example bench_standin
@@ -33,7 +41,7 @@ work=$(mktemp -d)
 cleanup() { kill "${app_pid:-}" "${standin_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
+$load_cpu ./target/release/examples/bench_standin "$STANDIN" >"$work/standin.log" 2>&1 &
 standin_pid=$!
 for _ in $(seq 100); do curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
 token=$(curl -s "http://$STANDIN/action-token?aud=api://auth-am-bench")
@@ -53,12 +61,12 @@ run() { # $1 = setting name, then env assignments
   env CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
     AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
     BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
-    DATA_DIR="$work/data" "$@" "${BIN:-./target/release/outlook-inbox}" >"$work/app-$name.log" 2>&1 &
+    DATA_DIR="$work/data" "$@" $app_cpu "${BIN:-./target/release/outlook-inbox}" >"$work/app-$name.log" 2>&1 &
   app_pid=$!
   for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
   local before; before=$(cpu_ticks "$app_pid")
-  wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/wrk.txt"
+  $load_cpu wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/wrk.txt"
   local used=$(( $(cpu_ticks "$app_pid") - before ))
   if grep -q "Non-2xx" "$work/wrk.txt"; then echo "FAILED: $(grep Non-2xx "$work/wrk.txt")" >&2; exit 1; fi
   if [ -n "${CHECK_METRICS:-}" ]; then
@@ -74,7 +82,7 @@ run() { # $1 = setting name, then env assignments
   tail -1 "$work/results"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); wrk -t2 -c32 -d$DURATION"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); wrk -t$THREADS -c$CONNECTIONS -d$DURATION${PIN:+; app pinned to core 0, load to core 1}"
 echo "setting req/s median p99 log-lines cpu-us/request"
 names=${SETTINGS:-plain metrics json both}
 [ -n "${BEFORE_BIN:-}" ] && names="before $names"
