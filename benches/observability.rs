@@ -25,6 +25,17 @@ fn request_line(dispatch: &tracing::Dispatch) {
     });
 }
 
+/// What one approved action adds to the metrics (the request and its outcome).
+fn count_one() {
+    outlook_inbox::metrics::request(
+        &Method::POST,
+        black_box("/api/expense"),
+        200,
+        Duration::from_micros(412),
+    );
+    outlook_inbox::metrics::action("approved", "");
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("per request");
     group.measurement_time(Duration::from_secs(3));
@@ -32,25 +43,13 @@ fn bench(c: &mut Criterion) {
     // Before the recorder is installed (METRICS_BIND unset) the calls are no-ops.
     group.bench_function("metrics off: request + action", |b| {
         b.iter(|| {
-            outlook_inbox::metrics::request(
-                &Method::POST,
-                "/api/expense",
-                200,
-                Duration::from_micros(412),
-            );
-            outlook_inbox::metrics::action("approved", "");
+            count_one();
         })
     });
     outlook_inbox::metrics::install().unwrap();
     group.bench_function("metrics on: request + action", |b| {
         b.iter(|| {
-            outlook_inbox::metrics::request(
-                &Method::POST,
-                black_box("/api/expense"),
-                200,
-                Duration::from_micros(412),
-            );
-            outlook_inbox::metrics::action("approved", "");
+            count_one();
         })
     });
 
@@ -63,13 +62,7 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..2 {
                     s.spawn(|| {
                         for _ in 0..iterations {
-                            outlook_inbox::metrics::request(
-                                &Method::POST,
-                                black_box("/api/expense"),
-                                200,
-                                Duration::from_micros(412),
-                            );
-                            outlook_inbox::metrics::action("approved", "");
+                            count_one();
                         }
                     });
                 }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use outlook_inbox::settings::Settings;
-use outlook_inbox::startup::Application;
+use outlook_inbox::startup::{self, Application};
 use outlook_inbox::telemetry;
 
 #[actix_web::main]
@@ -72,13 +72,7 @@ async fn healthcheck() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let host = match bind.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
-        ip if ip.is_unspecified() => "[::1]".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-    };
-    let url = format!("http://{host}:{}/healthz", bind.port());
+    let url = format!("http://{}/healthz", startup::reachable(bind));
     let client = match outlook_inbox::http::client(Duration::from_secs(2)) {
         Ok(c) => c,
         Err(e) => {

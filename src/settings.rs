@@ -189,6 +189,11 @@ fn load_dotenv() -> Result<(), ConfigError> {
     }
 }
 
+/// A variable's value without surrounding spaces; empty counts as unset.
+fn given(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
 /// `BIND`, or 127.0.0.1:8000 when unset.
 fn parse_bind(value: Option<String>) -> Result<SocketAddr, ConfigError> {
     match value {
@@ -223,21 +228,12 @@ impl Settings {
     /// of the configuration.
     pub fn bind_from_env() -> Result<SocketAddr, ConfigError> {
         load_dotenv()?;
-        parse_bind(
-            std::env::var("BIND")
-                .ok()
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty()),
-        )
+        parse_bind(given(std::env::var("BIND").ok()))
     }
 
     /// Builds settings from any variable lookup (the environment, or a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let var = |name: &str| {
-            get(name)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
+        let var = |name: &str| given(get(name));
 
         let bind = parse_bind(var("BIND"))?;
 

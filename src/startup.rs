@@ -72,14 +72,7 @@ impl Application {
         let local = listener
             .local_addr()
             .map_err(|e| StartupError::Bind(settings.bind, e))?;
-        let internal_base = format!(
-            "http://{}",
-            match local {
-                SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-                SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
-                other => other.to_string(),
-            }
-        );
+        let internal_base = format!("http://{}", reachable(local));
         if settings.bind.port() == 0 && !settings.public_url_explicit {
             settings.public_url = url::Url::parse(&internal_base).map_err(|e| ConfigError {
                 variable: "PUBLIC_URL",
@@ -268,6 +261,16 @@ impl Application {
         self.state.decisions.close().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Where this machine reaches a listener: a wildcard address (0.0.0.0 or
+/// [::]) becomes the loopback address of its family.
+pub fn reachable(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
     }
 }
 
