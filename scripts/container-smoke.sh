@@ -6,7 +6,7 @@
 # `stop`, and prints the image's size.
 #
 #   scripts/container-smoke.sh          # needs podman (apt-get install -y podman runc)
-#   IMAGE=outlook-inbox scripts/container-smoke.sh   # an image `podman build .` made
+#   IMAGE=outlook-inbox scripts/container-smoke.sh   # an image `podman build --format docker .` made
 #
 # Without IMAGE, it does not run `docker build .`: the Dockerfile starts FROM
 # rust:…-slim-bookworm and gcr.io/distroless/cc-debian12, and a machine
@@ -72,7 +72,13 @@ $PODMAN run -d --name "$NAME" --network host $RUN_LIMITS \
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 [ "$(curl -s "http://127.0.0.1:$PORT/healthz")" = ok ] || { $PODMAN logs "$NAME"; echo "FAILED: /healthz" >&2; exit 1; }
 curl -s "http://127.0.0.1:$PORT/" | grep -q "demo" || { echo "FAILED: the home page" >&2; exit 1; }
-$PODMAN healthcheck run "$NAME" 2>/dev/null && echo "HEALTHCHECK (outlook-inbox healthcheck): healthy"
+# podman keeps HEALTHCHECK only in Docker-format images (`build --format docker`).
+if ! $PODMAN healthcheck run "$NAME" >"$ctx/health.txt" 2>&1; then
+  sed 's/^/  /' "$ctx/health.txt"
+  echo "FAILED: the image's HEALTHCHECK did not pass (an OCI-format build drops it: use --format docker)" >&2
+  exit 1
+fi
+echo "HEALTHCHECK (outlook-inbox healthcheck): healthy"
 # The running process's real user id, read from the host's /proc.
 pid=$($PODMAN inspect --format '{{.State.Pid}}' "$NAME")
 user=$(awk '/^Uid:/{print $2}' "/proc/$pid/status")
