@@ -7,14 +7,17 @@
 #   SETTINGS="plain both" ROUNDS=7 benches/observability.sh           # only those settings
 #   BEFORE_BIN=/path/to/older/outlook-inbox benches/observability.sh   # adds that build as "before"
 #   PIN=1 benches/observability.sh      # the app on one core, the load on the other
+#   LOGS=discard benches/observability.sh   # logs to /dev/null: the app's own work, without the disk's
 #   THREADS=1 CONNECTIONS=1 PIN=1 benches/observability.sh   # one request at a time: CPU per request without a queue
 #
-# Each round starts the app afresh in every setting, in turn, so that a slow
-# moment of the machine does not land on one setting only:
+# Each round starts the app afresh in every setting, in turn (starting one
+# setting further along each round), so that a slow moment of the machine
+# does not land on one setting only:
 #   plain    LOG_FORMAT=text, no METRICS_BIND (the defaults)
 #   metrics  LOG_FORMAT=text, METRICS_BIND set
 #   json     LOG_FORMAT=json, no METRICS_BIND
 #   both     LOG_FORMAT=json, METRICS_BIND set
+#   again    the same as plain (SETTINGS="plain again"): the noise floor
 # Logs go to a file, as under a container runtime. Needs wrk and curl.
 # Each line also gives the app's CPU time per request. On a 2-core machine
 # shared with wrk and the stand-in, req/s moves by ±15% between rounds; the
@@ -56,12 +59,16 @@ cpu_ticks() { # user + system CPU time of process $1 so far, in clock ticks
   awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"
 }
 
+log_file() { # where setting $1's logs go: a file, or nowhere with LOGS=discard
+  if [ "${LOGS:-file}" = discard ]; then echo /dev/null; else echo "$work/app-$1.log"; fi
+}
+
 run() { # $1 = setting name, then env assignments
   local name=$1; shift
   env CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
     AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
     BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench \
-    DATA_DIR="$work/data" "$@" $app_cpu "${BIN:-./target/release/outlook-inbox}" >"$work/app-$name.log" 2>&1 &
+    DATA_DIR="$work/data" "$@" $app_cpu "${BIN:-./target/release/outlook-inbox}" >"$(log_file "$name")" 2>&1 &
   app_pid=$!
   for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
   [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
@@ -78,7 +85,8 @@ run() { # $1 = setting name, then env assignments
   # request: unlike req/s, it hardly moves when wrk and the app fight over
   # the same cores.
   local cpu_us; cpu_us=$(awk -v t="$used" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')
-  echo "$name $(awk '/Requests\/sec/{print $2}' "$work/wrk.txt") $(awk '/^ +50%/{print $2}' "$work/wrk.txt") $(awk '/^ +99%/{print $2}' "$work/wrk.txt") $(wc -l <"$work/app-$name.log") $cpu_us" >>"$work/results"
+  echo "$name $(awk '/Requests\/sec/{print $2}' "$work/wrk.txt") $(awk '/^ +50%/{print $2}' "$work/wrk.txt") $(awk '/^ +99%/{print $2}' "$work/wrk.txt") $(wc -l <"$(log_file "$name")") $cpu_us" >>"$work/results"
+  rm -f "$work/app-$name.log" # up to 300 MB a run
   tail -1 "$work/results"
 }
 
@@ -86,18 +94,23 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "setting req/s median p99 log-lines cpu-us/request"
 names=${SETTINGS:-plain metrics json both}
 [ -n "${BEFORE_BIN:-}" ] && names="before $names"
-for _ in $(seq "$ROUNDS"); do
-  for name in $names; do
+# Each round starts one setting further along, so that no setting always
+# runs first or last (after the others' log files have been written).
+read -r -a order <<<"$names"
+for round in $(seq 0 $((ROUNDS - 1))); do
+  for i in "${!order[@]}"; do
+    name=${order[$(( (i + round) % ${#order[@]} ))]}
     case $name in
       before) BIN="$BEFORE_BIN" run before ;;
       plain) run plain ;;
+      again) run again ;; # plain once more: what the method shows for no change at all
       metrics) CHECK_METRICS=1 run metrics METRICS_BIND="$METRICS" ;;
       json) run json LOG_FORMAT=json ;;
       both) CHECK_METRICS=1 run both LOG_FORMAT=json METRICS_BIND="$METRICS" ;;
     esac
   done
 done
-median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+median() { sort -n | awk '{a[NR]=$1} END{if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo
 echo "medians over $ROUNDS rounds: req/s, app CPU µs per request, and req/s as a share of"
 echo "plain's in the same round (the machine's slow moments cancel out of that one)"
