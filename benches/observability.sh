@@ -82,8 +82,8 @@ run() { # $1 = setting name, then env assignments
   kill "$app_pid"; wait "$app_pid" 2>/dev/null || true
   local requests; requests=$(awk '/requests in/{print $1}' "$work/wrk.txt")
   # The app's own CPU time (all its threads, the log writer's too) per
-  # request: unlike req/s, it hardly moves when wrk and the app fight over
-  # the same cores.
+  # request. Contention moves it too (fewer requests per wake-up cost more
+  # each), but it leaves out the time wrk and the stand-in take.
   local cpu_us; cpu_us=$(awk -v t="$used" -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.2f", t * 1e6 / hz / n}')
   echo "$name $(awk '/Requests\/sec/{print $2}' "$work/wrk.txt") $(awk '/^ +50%/{print $2}' "$work/wrk.txt") $(awk '/^ +99%/{print $2}' "$work/wrk.txt") $(wc -l <"$(log_file "$name")") $cpu_us" >>"$work/results"
   rm -f "$work/app-$name.log" # up to 300 MB a run
