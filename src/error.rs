@@ -1,8 +1,14 @@
 //! Errors at the web boundary: each becomes a status and a friendly page.
+//!
+//! Every page is an [`ErrorPage`]: a status, a title and a sentence, plus
+//! only what differs from the defaults (a code from the remote side, a
+//! reference to quote, the link to offer, a `Retry-After`).
+
+use std::borrow::Cow;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use askama::Template;
 
 use crate::auth::oidc::OidcError;
@@ -11,16 +17,106 @@ use crate::mail::MailError;
 use crate::pages::{Chrome, ErrorView};
 use crate::session::SessionError;
 
-/// Status, title, detail, remote code, remote detail, request id, and the link to offer.
-type PageParts<'a> = (
-    StatusCode,
-    &'a str,
-    &'a str,
-    Option<&'a str>,
-    Option<&'a str>,
-    Option<&'a str>,
-    (&'a str, &'a str),
-);
+const HOME: (&str, &str) = ("/", "Back to the home page");
+const SIGN_IN_AGAIN: (&str, &str) = ("/signin", "Sign in again");
+const INBOX_AGAIN: (&str, &str) = ("/mail", "Try again");
+
+/// One error page: what it says and the one way forward it offers.
+pub struct ErrorPage<'a> {
+    status: StatusCode,
+    title: &'a str,
+    detail: Cow<'a, str>,
+    code: Option<&'a str>,
+    remote: Option<&'a str>,
+    reference: Option<&'a str>,
+    action: (&'a str, &'a str),
+    admin_link: Option<&'a str>,
+    retry_after: Option<u64>,
+}
+
+impl<'a> ErrorPage<'a> {
+    /// A page with `status`, `title` and `detail`, offering the home page.
+    pub fn new(status: StatusCode, title: &'a str, detail: impl Into<Cow<'a, str>>) -> Self {
+        Self {
+            status,
+            title,
+            detail: detail.into(),
+            code: None,
+            remote: None,
+            reference: None,
+            action: HOME,
+            admin_link: None,
+            retry_after: None,
+        }
+    }
+
+    /// The link the page offers instead of the home page.
+    pub fn action(mut self, href: &'a str, label: &'a str) -> Self {
+        self.action = (href, label);
+        self
+    }
+
+    /// A code from the remote side (`access_denied`, `ErrorItemNotFound`).
+    pub fn code(mut self, code: Option<&'a str>) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// Text from the remote side (escaped like everything else).
+    pub fn remote(mut self, text: Option<&'a str>) -> Self {
+        self.remote = text;
+        self
+    }
+
+    /// A reference to quote to an administrator (a `client-request-id`).
+    pub fn reference(mut self, reference: Option<&'a str>) -> Self {
+        self.reference = reference;
+        self
+    }
+
+    /// The admin-consent link.
+    pub fn admin_link(mut self, link: Option<&'a str>) -> Self {
+        self.admin_link = link;
+        self
+    }
+
+    /// Asks the client to wait `secs` (a `Retry-After` header, and a sentence).
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The page as a response.
+    pub fn render(self, chrome: Chrome) -> HttpResponse {
+        let detail = match self.retry_after {
+            Some(secs) => Cow::Owned(format!("{} Please try again in {secs} s.", self.detail)),
+            None => self.detail,
+        };
+        let view = ErrorView {
+            admin_link: self.admin_link,
+            chrome,
+            status: self.status.as_u16(),
+            title: self.title,
+            detail: &detail,
+            code: self.code,
+            remote_detail: self.remote,
+            request_id: self.reference,
+            action_href: self.action.0,
+            action_label: self.action.1,
+        };
+        let mut response = html(self.status, &view);
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(RETRY_AFTER, v);
+        }
+        response
+    }
+}
 
 /// Everything a page handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -65,12 +161,21 @@ pub enum AppError {
     /// Cards are not sent here (no `ACTION_ORIGINATOR`, or `MAIL_API=outlook`).
     #[error("sending cards is off")]
     SendingOff,
+    /// More test cards than a person may send in a minute.
+    #[error("too many card sends")]
+    TooManySends { retry_after_secs: u64 },
     /// The decision store cannot be used right now.
     #[error("the decision store is unavailable")]
     StoreDown,
     /// `?page=` is not a whole number from 1 to 50.
     #[error("no such Inbox page")]
     BadPage,
+    /// `?q=` is empty or too long.
+    #[error("no such search")]
+    BadSearch,
+    /// An attachment id of a shape no attachment has, or none by that id.
+    #[error("no such attachment")]
+    NoSuchAttachment,
     /// A message id of a shape no message has (checked before any call).
     #[error("no such message id")]
     NoSuchMessage,
@@ -110,297 +215,219 @@ impl From<SessionError> for AppError {
 }
 
 impl AppError {
-    /// Renders the page for this error; unexpected ones are logged with a reference.
-    pub fn render(&self, chrome: Chrome) -> HttpResponse {
-        let again = ("/signin", "Sign in again");
-        let home = ("/", "Back to the home page");
-        let mut retry_after = None;
-        let reference;
-        let (status, title, detail, code, remote, request_id, action): PageParts<'_> = match self {
-            AppError::SignInUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
+    /// The page for this error.
+    pub fn page(&self) -> ErrorPage<'_> {
+        use StatusCode as S;
+        match self {
+            AppError::SignInUnavailable(_) => ErrorPage::new(
+                S::SERVICE_UNAVAILABLE,
                 "Microsoft sign-in is unreachable right now",
                 "We could not reach the Microsoft identity platform. Nothing is wrong with your account; please try again in a minute.",
-                None,
-                None,
-                None,
-                ("/signin", "Try again"),
-            ),
-            AppError::StateMissing | AppError::NoPendingSignIn | AppError::StateMismatch => (
-                StatusCode::BAD_REQUEST,
+            )
+            .action("/signin", "Try again"),
+            AppError::StateMissing | AppError::NoPendingSignIn | AppError::StateMismatch => ErrorPage::new(
+                S::BAD_REQUEST,
                 "This sign-in link is not valid here",
                 "The answer from Microsoft does not belong to a sign-in started in this browser, or it was already used. For your safety we ignored it. Start again and it will work.",
-                None,
-                None,
-                None,
-                again,
-            ),
-            AppError::SignInExpired => (
-                StatusCode::BAD_REQUEST,
+            )
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::SignInExpired => ErrorPage::new(
+                S::BAD_REQUEST,
                 "This sign-in took too long",
                 "Sign-in requests expire after ten minutes. Please start again.",
-                None,
-                None,
-                None,
-                again,
-            ),
-            AppError::CodeMissing => (
-                StatusCode::BAD_REQUEST,
+            )
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::CodeMissing => ErrorPage::new(
+                S::BAD_REQUEST,
                 "Microsoft sent no authorization code",
                 "The sign-in answer was incomplete. Please start again.",
-                None,
-                None,
-                None,
-                again,
-            ),
-            AppError::Provider { code, description } => (
-                StatusCode::BAD_REQUEST,
+            )
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::Provider { code, description } => ErrorPage::new(
+                S::BAD_REQUEST,
                 if code == "access_denied" {
                     "Sign-in was cancelled"
                 } else {
                     "Microsoft could not sign you in"
                 },
                 "Microsoft returned an error instead of signing you in.",
-                Some(code.as_str()),
-                description.as_deref(),
-                None,
-                again,
-            ),
-            AppError::TokenRefused { code, description } => (
-                StatusCode::BAD_REQUEST,
+            )
+            .code(Some(code))
+            .remote(description.as_deref())
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::TokenRefused { code, description } => ErrorPage::new(
+                S::BAD_REQUEST,
                 "Microsoft refused to complete the sign-in",
                 "The sign-in code could not be redeemed (it may have been used already, or expired). Please start again.",
-                Some(code.as_str()),
-                description.as_deref(),
-                None,
-                again,
-            ),
-            AppError::TokenUnusable(_) => (
-                StatusCode::BAD_GATEWAY,
+            )
+            .code(Some(code))
+            .remote(description.as_deref())
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::TokenUnusable(_) => ErrorPage::new(
+                S::BAD_GATEWAY,
                 "Microsoft's answer could not be read",
                 "The token endpoint answered with something we could not use. Please try again.",
-                None,
-                None,
-                None,
-                again,
-            ),
-            AppError::IdToken(_) => (
-                StatusCode::UNAUTHORIZED,
+            )
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::IdToken(_) => ErrorPage::new(
+                S::UNAUTHORIZED,
                 "We could not verify your sign-in",
                 "The identity token did not pass verification (signature, issuer, audience, lifetime or nonce), so we did not sign you in.",
-                None,
-                None,
-                None,
-                again,
-            ),
-            AppError::SessionStoreDown => (
-                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::SessionStoreDown => ErrorPage::new(
+                S::SERVICE_UNAVAILABLE,
                 "Sign-in is unavailable for now",
                 "We cannot reach the store that keeps sign-in sessions. Nothing is wrong with your account; please try again in a minute.",
-                None,
-                None,
-                None,
-                ("/", "Back to the home page"),
             ),
-            AppError::SessionTooBig(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Your sign-in is too large for a cookie",
-                "Microsoft issued a token too large to keep in a browser cookie (browsers keep at most 4 KB). The administrator of this app can fix this by setting SESSION_STORE=redis, which keeps sessions on the server.",
-                None,
-                None,
-                None,
-                home,
+            AppError::SessionTooBig(_) => ErrorPage::new(
+                S::PAYLOAD_TOO_LARGE,
+                "Your sign-in is too large for cookies",
+                "Microsoft issued a token too large to keep in this browser's cookies, even split over several. The administrator of this app can fix this by setting SESSION_STORE=redis, which keeps sessions on the server.",
             ),
-            AppError::Mail(e) => {
-                let cid = Some(e.client_request_id());
-                match e {
-                    MailError::Throttled {
-                        retry_after_secs, ..
-                    } => {
-                        retry_after = Some(retry_after_secs.unwrap_or(30));
-                        (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "Microsoft is throttling us",
-                            "Too many requests reached your mailbox at once.",
-                            None,
-                            None,
-                            cid,
-                            ("/mail", "Try again"),
-                        )
-                    }
-                    MailError::Timeout { .. } => (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "Your mailbox did not answer in time",
-                        "The mail service took too long to answer. This is usually temporary.",
-                        None,
-                        None,
-                        cid,
-                        ("/mail", "Try again"),
-                    ),
-                    MailError::Upstream { code, .. } => (
-                        StatusCode::BAD_GATEWAY,
-                        "Your mailbox could not be read",
-                        "The mail service answered with an error.",
-                        code.as_deref(),
-                        None,
-                        cid,
-                        ("/mail", "Try again"),
-                    ),
-                    MailError::Malformed { .. } => (
-                        StatusCode::BAD_GATEWAY,
-                        "Your mailbox sent something we could not read",
-                        "The mail service answered, but not with the messages we asked for.",
-                        None,
-                        None,
-                        cid,
-                        ("/mail", "Try again"),
-                    ),
-                    MailError::NotFound { .. } => (
-                        StatusCode::NOT_FOUND,
-                        "This message no longer exists",
-                        "It may have been deleted, or moved somewhere this app cannot see.",
-                        None,
-                        None,
-                        None,
-                        ("/mail", "Back to your Inbox"),
-                    ),
-                    MailError::Unreachable { .. } | MailError::Unauthorized { .. } => (
-                        StatusCode::BAD_GATEWAY,
-                        "Your mailbox could not be reached",
-                        "We could not connect to the mail service.",
-                        None,
-                        None,
-                        cid,
-                        ("/mail", "Try again"),
-                    ),
-                }
-            }
-            AppError::CrossOrigin => (
-                StatusCode::FORBIDDEN,
+            AppError::Mail(e) => mail_page(e),
+            AppError::CrossOrigin => ErrorPage::new(
+                S::FORBIDDEN,
                 "This request did not come from this site",
                 "For your safety, actions that change something must start from a page of this app. Go back and try again.",
-                None,
-                None,
-                None,
-                home,
             ),
-            AppError::SendingOff => (
-                StatusCode::NOT_FOUND,
+            AppError::SendingOff => ErrorPage::new(
+                S::NOT_FOUND,
                 "Sending cards is not set up here",
                 "This deployment does not send Actionable Message cards (it needs ACTION_ORIGINATOR and Microsoft Graph).",
-                None,
-                None,
-                None,
-                home,
             ),
-            AppError::StoreDown => (
-                StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManySends { retry_after_secs } => ErrorPage::new(
+                S::TOO_MANY_REQUESTS,
+                "That is enough test cards for now",
+                format!(
+                    "You can send at most {} test cards a minute.",
+                    crate::cards::SENDS_PER_MINUTE
+                ),
+            )
+            .retry_after(*retry_after_secs),
+            AppError::StoreDown => ErrorPage::new(
+                S::SERVICE_UNAVAILABLE,
                 "Expenses cannot be saved right now",
                 "The store that keeps expense decisions is unavailable. Please try again in a minute.",
-                None,
-                None,
-                None,
-                home,
             ),
-            AppError::BadPage => (
-                StatusCode::BAD_REQUEST,
+            AppError::BadPage => ErrorPage::new(
+                S::BAD_REQUEST,
                 "There is no such page of your Inbox",
                 "Inbox pages are numbered from 1 (the newest ten messages) to 50.",
-                None,
-                None,
-                None,
-                ("/mail", "Go to your Inbox"),
-            ),
-            AppError::NoSuchMessage => (
-                StatusCode::NOT_FOUND,
+            )
+            .action("/mail", "Go to your Inbox"),
+            AppError::BadSearch => ErrorPage::new(
+                S::BAD_REQUEST,
+                "That search cannot be run",
+                format!(
+                    "Type between 1 and {} characters to search your mail.",
+                    crate::mail::MAX_QUERY_CHARS
+                ),
+            )
+            .action("/mail", "Go to your Inbox"),
+            AppError::NoSuchMessage => ErrorPage::new(
+                S::NOT_FOUND,
                 "There is no such message",
                 "This address does not name a message.",
-                None,
-                None,
-                None,
-                ("/mail", "Go to your Inbox"),
-            ),
-            AppError::ConsentRequired { .. } => (
-                StatusCode::FORBIDDEN,
+            )
+            .action("/mail", "Go to your Inbox"),
+            AppError::NoSuchAttachment => ErrorPage::new(
+                S::NOT_FOUND,
+                "There is no such attachment",
+                "This message has no attachment at this address (it may have been removed).",
+            )
+            .action("/mail", "Go to your Inbox"),
+            AppError::ConsentRequired { admin_consent_url } => ErrorPage::new(
+                S::FORBIDDEN,
                 "An administrator must approve this app",
                 "Your organization does not let people approve apps that read mail on their own. An administrator of your Microsoft Entra tenant can approve it for everyone with the link below; after that, sign in again.",
-                None,
-                None,
-                None,
-                again,
-            ),
-            AppError::AdminConsentGranted => (
-                StatusCode::OK,
+            )
+            .admin_link(Some(admin_consent_url.as_str()).filter(|l| !l.is_empty()))
+            .action(SIGN_IN_AGAIN.0, SIGN_IN_AGAIN.1),
+            AppError::AdminConsentGranted => ErrorPage::new(
+                S::OK,
                 "The app is approved for your organization",
                 "An administrator granted consent for the whole tenant. Everyone in it can now sign in.",
-                None,
-                None,
-                None,
-                ("/signin", "Sign in"),
-            ),
-            AppError::MailRefused { code, message } => (
-                StatusCode::BAD_GATEWAY,
+            )
+            .action("/signin", "Sign in"),
+            AppError::MailRefused { code, message } => ErrorPage::new(
+                S::BAD_GATEWAY,
                 "Microsoft refused access to your mailbox",
                 "You signed in, but the mail service refused the new access token, so signing in again would not help. This is usually a configuration problem (SCOPES that do not match MAIL_API, or an API that is no longer available): please tell the administrator of this app what Microsoft answered.",
-                code.as_deref(),
-                message.as_deref(),
-                None,
-                home,
+            )
+            .code(code.as_deref())
+            .remote(message.as_deref()),
+            AppError::Internal(_) => ErrorPage::new(
+                S::INTERNAL_SERVER_ERROR,
+                "Something went wrong on our side",
+                "The error has been logged.",
             ),
-            AppError::Internal(_) => {
-                reference = uuid::Uuid::new_v4().to_string();
-                tracing::error!(error = %self, %reference, "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Something went wrong on our side",
-                    "The error has been logged.",
-                    None,
-                    None,
-                    Some(reference.as_str()),
-                    home,
-                )
-            }
-        };
-        if status.is_server_error() && !matches!(self, AppError::Internal(_))
-            || matches!(self, AppError::IdToken(_))
-        {
+        }
+    }
+
+    /// Renders the page for this error; unexpected ones are logged with a reference.
+    pub fn render(&self, chrome: Chrome) -> HttpResponse {
+        let page = self.page();
+        if let AppError::Internal(_) = self {
+            let reference = uuid::Uuid::new_v4().to_string();
+            tracing::error!(error = %self, %reference, "internal error");
+            return page.reference(Some(&reference)).render(chrome);
+        }
+        if page.status().is_server_error() || matches!(self, AppError::IdToken(_)) {
             tracing::warn!(error = %self, "request failed");
         }
-        let throttle_detail;
-        let detail = match retry_after {
-            Some(secs) => {
-                throttle_detail =
-                    format!("{detail} Microsoft asks us to wait: try again in {secs} s.");
-                throttle_detail.as_str()
-            }
-            None => detail,
-        };
-        let admin_link = match self {
-            AppError::ConsentRequired { admin_consent_url } if !admin_consent_url.is_empty() => {
-                Some(admin_consent_url.as_str())
-            }
-            _ => None,
-        };
-        let view = ErrorView {
-            admin_link,
-            chrome,
-            status: status.as_u16(),
-            title,
-            detail,
-            code,
-            remote_detail: remote,
-            request_id,
-            action_href: action.0,
-            action_label: action.1,
-        };
-        let mut response = html(status, &view);
-        if let Some(secs) = retry_after
-            && let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string())
-        {
-            response.headers_mut().insert(RETRY_AFTER, v);
-        }
-        response
+        page.render(chrome)
     }
+}
+
+/// The page for a failed mail call, with the `client-request-id` to quote.
+fn mail_page(e: &MailError) -> ErrorPage<'_> {
+    use StatusCode as S;
+    let cid = Some(e.client_request_id());
+    let page = match e {
+        MailError::Throttled {
+            retry_after_secs, ..
+        } => {
+            return ErrorPage::new(
+                S::SERVICE_UNAVAILABLE,
+                "Microsoft is throttling us",
+                "Too many requests reached your mailbox at once. Microsoft asks us to wait.",
+            )
+            .reference(cid)
+            .action(INBOX_AGAIN.0, INBOX_AGAIN.1)
+            .retry_after(retry_after_secs.unwrap_or(30));
+        }
+        MailError::Timeout { .. } => ErrorPage::new(
+            S::GATEWAY_TIMEOUT,
+            "Your mailbox did not answer in time",
+            "The mail service took too long to answer. This is usually temporary.",
+        ),
+        MailError::Upstream { code, .. } => ErrorPage::new(
+            S::BAD_GATEWAY,
+            "Your mailbox could not be read",
+            "The mail service answered with an error.",
+        )
+        .code(code.as_deref()),
+        MailError::Malformed { .. } => ErrorPage::new(
+            S::BAD_GATEWAY,
+            "Your mailbox sent something we could not read",
+            "The mail service answered, but not with the messages we asked for.",
+        ),
+        MailError::NotFound { .. } => {
+            return ErrorPage::new(
+                S::NOT_FOUND,
+                "This message no longer exists",
+                "It may have been deleted, or moved somewhere this app cannot see.",
+            )
+            .action("/mail", "Back to your Inbox");
+        }
+        MailError::Unreachable { .. } | MailError::Unauthorized { .. } => ErrorPage::new(
+            S::BAD_GATEWAY,
+            "Your mailbox could not be reached",
+            "We could not connect to the mail service.",
+        ),
+    };
+    page.reference(cid).action(INBOX_AGAIN.0, INBOX_AGAIN.1)
 }
 
 /// Renders a template as an HTML response with `status`.

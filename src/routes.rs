@@ -4,8 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
 use crate::clock::now;
-use crate::error::{AppError, html};
-use crate::pages::{ErrorView, HomeView, Person};
+use crate::error::{AppError, ErrorPage, html};
+use crate::pages::{HomeView, Person};
 use crate::session::TypedSession;
 use crate::settings::MailApi;
 use crate::state::AppState;
@@ -86,19 +86,10 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn not_found(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
-    html(
+    ErrorPage::new(
         StatusCode::NOT_FOUND,
-        &ErrorView {
-            chrome: state.chrome(&session),
-            status: 404,
-            title: "Page not found",
-            detail: "There is nothing at this address.",
-            code: None,
-            remote_detail: None,
-            request_id: None,
-            action_href: "/",
-            action_label: "Back to the home page",
-            admin_link: None,
-        },
+        "Page not found",
+        "There is nothing at this address.",
     )
+    .render(state.chrome(&session))
 }

@@ -59,6 +59,8 @@ pub struct Application {
     redis: Option<Arc<Redis>>,
     /// The metrics listener's port and server, with `METRICS_BIND`.
     metrics: Option<(u16, Server)>,
+    /// The stand-in services, in demo mode.
+    demo: Option<Arc<Demo>>,
 }
 
 impl Application {
@@ -92,11 +94,9 @@ impl Application {
             variable: "MAIL_API_URL",
             message: "is not set".into(),
         })?;
-        let demo = if settings.demo {
-            Some(Demo::new(&settings, &internal_base, http.clone()))
-        } else {
-            None
-        };
+        let demo = settings
+            .demo
+            .then(|| Arc::new(Demo::new(&settings, &internal_base, http.clone())));
         // One Redis pool for whatever uses Redis: sessions, decisions or both.
         let needs_redis = settings.session_store == SessionStore::Redis
             || settings.decision_store == DecisionStoreKind::Redis;
@@ -156,7 +156,7 @@ impl Application {
             )),
             mail: MailClient::new(http.clone(), &mail_url, settings.mail_api),
             http,
-            demo,
+            demo_links: demo.clone().map(|d| d as Arc<dyn crate::state::DemoLinks>),
             settings,
         });
 
@@ -175,13 +175,14 @@ impl Application {
                 Some((port, server))
             }
         };
-        let server = server(listener, state.clone())?;
+        let server = server(listener, state.clone(), demo.clone())?;
         Ok(Self {
             port: local.port(),
             server,
             state,
             redis: redis_check,
             metrics,
+            demo,
         })
     }
 
@@ -198,19 +199,21 @@ impl Application {
         self.state.clone()
     }
 
+    /// The stand-in services, in demo mode (tests read their counters).
+    pub fn demo(&self) -> Option<Arc<Demo>> {
+        self.demo.clone()
+    }
+
     /// Runs until the server stops. Discovery (v2 and v1) is fetched at once
     /// in the background and kept fresh, so neither the first sign-in nor an
     /// action waits for it; refusals not logged one by one are summed up
     /// periodically.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        if self.state.demo.is_some() {
+        if let Some(demo) = self.demo.clone() {
             // The demo's RSA keys are made now, off the runtime's threads,
             // while the server already answers.
-            let state = self.state.clone();
             tokio::spawn(async move {
-                if let Some(demo) = &state.demo
-                    && let Err(e) = demo.keys().await
-                {
+                if let Err(e) = demo.keys().await {
                     tracing::error!(error = %e, "the demo signing keys could not be made");
                 }
             });
@@ -274,9 +277,13 @@ pub fn reachable(addr: SocketAddr) -> String {
     }
 }
 
-fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, StartupError> {
+fn server(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    demo: Option<Arc<Demo>>,
+) -> Result<Server, StartupError> {
     let key = state.session_key.clone();
-    let demo = state.settings.demo;
+    let demo = demo.map(web::Data::from);
     let store = match &state.redis {
         Some(r) => SessionBackend::Redis(r.clone()),
         None => SessionBackend::Cookie(Arc::new(CookieSessionStore::default())),
@@ -328,7 +335,8 @@ fn server(listener: TcpListener, state: web::Data<AppState>) -> Result<Server, S
             .route("/static/clip.svg", web::get().to(clip))
             .route("/static/local-time.js", web::get().to(local_time))
             .configure(|cfg| {
-                if demo {
+                if let Some(d) = &demo {
+                    cfg.app_data(d.clone());
                     demo::configure(cfg);
                 }
             })

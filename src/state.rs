@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use crate::auth::oidc::Provider;
 use crate::auth::refresh::Refresher;
-use crate::demo::Demo;
 use crate::jwt::Verifier;
 use crate::logging::RefusalLog;
 use crate::mail::MailClient;
@@ -16,6 +15,14 @@ use crate::session::{CookieShape, TypedSession};
 use crate::session_store::Redis;
 use crate::settings::Settings;
 
+/// What the app's own pages need from the demo stand-in; the stand-in
+/// implements it, so nothing here depends on the demo.
+pub trait DemoLinks: Send + Sync {
+    /// The stand-in's card page for message `message_id`, when it is an
+    /// actionable message.
+    fn card_page(&self, message_id: &str) -> Option<String>;
+}
+
 /// Everything the handlers share, built once.
 pub struct AppState {
     pub settings: Settings,
@@ -23,7 +30,8 @@ pub struct AppState {
     pub provider: Provider,
     pub verifier: Verifier,
     pub mail: MailClient,
-    pub demo: Option<Demo>,
+    /// What the app's own pages need from the demo stand-in (demo mode only).
+    pub demo_links: Option<Arc<dyn DemoLinks>>,
     /// The shared session store, with `SESSION_STORE=redis`.
     pub redis: Option<Arc<Redis>>,
     pub refresher: Refresher,

@@ -25,8 +25,7 @@ use crate::store::{
     Answer, Decided, Decision, DecisionStore as _, Recorded, StoreError, valid_expense_id,
 };
 
-/// The header Outlook shows the person (and, for MessageCards, saves with the card).
-pub const STATUS_HEADER: &str = "CARD-ACTION-STATUS";
+pub use crate::cards::STATUS_HEADER;
 
 /// The `outcome` label of a refused action (its `reason` says why).
 const REFUSED: &str = "refused";

@@ -5,6 +5,13 @@
 pub mod routes;
 pub mod ticket;
 
+/// The header Outlook shows the person (and, for MessageCards, saves with
+/// the card); the action endpoints answer with it, the demo reads it.
+pub const STATUS_HEADER: &str = "CARD-ACTION-STATUS";
+
+/// A person may send at most this many test cards a minute.
+pub const SENDS_PER_MINUTE: u32 = 10;
+
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::macros::format_description;

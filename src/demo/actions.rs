@@ -11,13 +11,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Demo, DemoKeys, PEOPLE, TENANT_ID};
-use crate::actions::STATUS_HEADER;
+use crate::cards::STATUS_HEADER;
 use crate::clock::now;
 use crate::error::html;
 use crate::jwt::action_token::ACTIONS_APP_ID;
 use crate::pages::Chrome;
 use crate::session::TypedSession;
-use crate::state::AppState;
 
 /// A card as the page shows it.
 struct CardView {
@@ -177,13 +176,11 @@ fn view(
 }
 
 pub(super) async fn card(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     session: TypedSession,
     q: web::Query<CardQuery>,
 ) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+    let d: &Demo = &demo;
     let me = signed_in_person(&session);
     let message = q
         .message
@@ -206,7 +203,7 @@ pub(super) async fn card(
     }
     view(
         d,
-        state.chrome(&session),
+        super::chrome(&session),
         me.unwrap_or(0),
         me.is_some(),
         message,
@@ -215,13 +212,11 @@ pub(super) async fn card(
 }
 
 pub(super) async fn press(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     session: TypedSession,
     form: web::Form<Press>,
 ) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+    let d: &Demo = &demo;
     let me = signed_in_person(&session);
     let person = form
         .person
@@ -229,7 +224,7 @@ pub(super) async fn press(
         .or(me)
         .unwrap_or(0);
     let Some(c) = d.card_of(&form.message) else {
-        return view(d, state.chrome(&session), person, me.is_some(), None, None);
+        return view(d, super::chrome(&session), person, me.is_some(), None, None);
     };
     let (which, index, forged) = match form.button.split_once(':') {
         Some(("current", i)) => (&c.current, i.parse().unwrap_or(usize::MAX), false),
@@ -241,7 +236,7 @@ pub(super) async fn press(
     if action["type"] != "Action.Http" {
         return view(
             d,
-            state.chrome(&session),
+            super::chrome(&session),
             person,
             me.is_some(),
             Some(form.message.clone()),
@@ -281,7 +276,7 @@ pub(super) async fn press(
     };
     view(
         d,
-        state.chrome(&session),
+        super::chrome(&session),
         person,
         me.is_some(),
         Some(form.message.clone()),

@@ -13,7 +13,6 @@ use time::format_description::well_known::Rfc3339;
 use super::bodies::DemoBody;
 use super::mailbox::{DemoCard, DemoMessage, Folder};
 use super::{Demo, PEOPLE};
-use crate::state::AppState;
 
 #[derive(Deserialize)]
 struct AccessClaims {
@@ -92,10 +91,8 @@ async fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>>
     })
 }
 
-pub(super) async fn me(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+pub(super) async fn me(demo: web::Data<Demo>, req: HttpRequest) -> HttpResponse {
+    let d: &Demo = &demo;
     let person = match caller(d, &req).await {
         Ok(p) => &PEOPLE[p],
         Err(r) => return *r,
@@ -128,14 +125,12 @@ pub(super) struct ListParams {
 }
 
 pub(super) async fn messages(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     req: HttpRequest,
     folder: web::Path<String>,
     q: web::Query<ListParams>,
 ) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+    let d: &Demo = &demo;
     let person = match caller(d, &req).await {
         Ok(p) => p,
         Err(r) => return *r,
@@ -209,14 +204,12 @@ pub(super) struct MessageParams {
 
 /// One message: headers and attachments, or (with `$select=body`) its body.
 pub(super) async fn message(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     req: HttpRequest,
     id: web::Path<String>,
     q: web::Query<MessageParams>,
 ) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+    let d: &Demo = &demo;
     let person = match caller(d, &req).await {
         Ok(p) => p,
         Err(r) => return *r,
@@ -294,11 +287,10 @@ const HERO_SVG: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" width="600" h
 
 /// The stand-in tracking pixel: counts every request, so tests can prove
 /// nothing fetched it behind the reader's back.
-pub(super) async fn tracker(state: web::Data<AppState>) -> HttpResponse {
-    if let Some(d) = state.demo.as_ref() {
-        d.tracker_hits
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
+pub(super) async fn tracker(demo: web::Data<Demo>) -> HttpResponse {
+    let d: &Demo = &demo;
+    d.tracker_hits
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     HttpResponse::Ok()
         .content_type("image/gif")
         .insert_header(("Cache-Control", "no-store"))
@@ -336,10 +328,8 @@ fn render(m: &DemoMessage, pascal: bool, public_base: &str) -> Value {
 }
 
 /// SharePoint's `/_api/web/currentuser`, for a token whose audience is this host.
-pub(super) async fn sharepoint_user(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+pub(super) async fn sharepoint_user(demo: web::Data<Demo>, req: HttpRequest) -> HttpResponse {
+    let d: &Demo = &demo;
     let person = match caller(d, &req).await {
         Ok(p) => &PEOPLE[p],
         // Keys not ready yet: the same 503 as the other stand-in endpoints.
@@ -417,13 +407,11 @@ pub(super) fn card_in(html: &str) -> Option<String> {
 /// Graph's `POST /me/sendMail`: delivers into the demo Inbox of each demo
 /// person addressed (202), as Exchange would.
 pub(super) async fn send_mail(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     req: HttpRequest,
     body: web::Json<SendMail>,
 ) -> HttpResponse {
-    let Some(d) = state.demo.as_ref() else {
-        return HttpResponse::NotFound().finish();
-    };
+    let d: &Demo = &demo;
     let sender = match caller(d, &req).await {
         Ok(p) => &PEOPLE[p],
         Err(r) => return *r,

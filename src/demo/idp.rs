@@ -18,7 +18,6 @@ use super::{Demo, PEOPLE, TENANT_ID};
 use crate::clock::now;
 use crate::error::html;
 use crate::pages::Chrome;
-use crate::state::AppState;
 
 /// Remembers who signed in at the stand-in, for `prompt=none`.
 const SSO_COOKIE: &str = "demo_sso";
@@ -75,10 +74,6 @@ struct MessageView<'a> {
     detail: &'a str,
 }
 
-fn demo(state: &AppState) -> Option<&Demo> {
-    state.demo.as_ref()
-}
-
 fn chrome() -> Chrome {
     Chrome {
         demo: true,
@@ -90,10 +85,8 @@ fn not_found() -> HttpResponse {
     HttpResponse::NotFound().finish()
 }
 
-pub(super) async fn discovery(state: web::Data<AppState>) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+pub(super) async fn discovery(demo: web::Data<Demo>) -> HttpResponse {
+    let d: &Demo = &demo;
     let (public, internal) = (&d.public_base, &d.internal_base);
     HttpResponse::Ok().json(json!({
         "token_endpoint": format!("{internal}/_demo/common/oauth2/v2.0/token"),
@@ -117,10 +110,8 @@ pub(super) async fn discovery(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-pub(super) async fn discovery_v1(state: web::Data<AppState>) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+pub(super) async fn discovery_v1(demo: web::Data<Demo>) -> HttpResponse {
+    let d: &Demo = &demo;
     HttpResponse::Ok().json(json!({
         "issuer": d.v1_issuer_template(),
         "jwks_uri": format!("{}/_demo/common/discovery/keys", d.internal_base),
@@ -130,10 +121,8 @@ pub(super) async fn discovery_v1(state: web::Data<AppState>) -> HttpResponse {
     }))
 }
 
-pub(super) async fn keys(state: web::Data<AppState>) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+pub(super) async fn keys(demo: web::Data<Demo>) -> HttpResponse {
+    let d: &Demo = &demo;
     let Ok(demo_keys) = d.keys().await else {
         return HttpResponse::ServiceUnavailable().finish();
     };
@@ -247,13 +236,11 @@ fn check_request(p: &AuthorizeParams, redirect_uri: &str) -> Result<(), Box<Http
 }
 
 pub(super) async fn authorize(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     req: HttpRequest,
     q: web::Query<AuthorizeParams>,
 ) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+    let d: &Demo = &demo;
     let redirect_uri = match check_client(d, &q) {
         Ok(u) => u,
         Err(page) => return *page,
@@ -316,12 +303,10 @@ pub(super) async fn authorize(
 }
 
 pub(super) async fn choose(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     form: web::Form<AuthorizeParams>,
 ) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+    let d: &Demo = &demo;
     let p = form.into_inner();
     let redirect_uri = match check_client(d, &p) {
         Ok(u) => u.to_owned(),
@@ -438,13 +423,11 @@ fn client_credentials(
 }
 
 pub(super) async fn token(
-    state: web::Data<AppState>,
+    demo: web::Data<Demo>,
     req: HttpRequest,
     form: web::Form<HashMap<String, String>>,
 ) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+    let d: &Demo = &demo;
     let (client_id, secret) = client_credentials(&req, &form);
     if client_id.as_deref() != Some(d.client_id.as_str()) {
         return token_error(
@@ -498,7 +481,7 @@ pub(super) async fn token(
                     "AADSTS501481: The Code_Verifier does not match the code_challenge supplied in the authorization request.",
                 );
             }
-            issue_tokens(d, &state, grant, true).await
+            issue_tokens(d, grant, true).await
         }
         Some("refresh_token") => {
             let presented = form.get("refresh_token").cloned().unwrap_or_default();
@@ -513,7 +496,7 @@ pub(super) async fn token(
                         grant.scope = scope.clone();
                     }
                     grant.nonce = None;
-                    issue_tokens(d, &state, grant, false).await
+                    issue_tokens(d, grant, false).await
                 }
                 _ => token_error(
                     StatusCode::BAD_REQUEST,
@@ -544,12 +527,7 @@ fn resource_of(scope: &str) -> String {
     "https://graph.microsoft.com".into()
 }
 
-async fn issue_tokens(
-    d: &Demo,
-    _state: &AppState,
-    grant: Grant,
-    with_id_token: bool,
-) -> HttpResponse {
+async fn issue_tokens(d: &Demo, grant: Grant, with_id_token: bool) -> HttpResponse {
     let Ok(keys) = d.keys().await else {
         return token_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -650,13 +628,8 @@ pub(super) struct LogoutParams {
     post_logout_redirect_uri: Option<String>,
 }
 
-pub(super) async fn logout(
-    state: web::Data<AppState>,
-    q: web::Query<LogoutParams>,
-) -> HttpResponse {
-    let Some(d) = demo(&state) else {
-        return not_found();
-    };
+pub(super) async fn logout(demo: web::Data<Demo>, q: web::Query<LogoutParams>) -> HttpResponse {
+    let d: &Demo = &demo;
     // Only a redirect back to this app is honoured, as Entra honours only registered URIs.
     let link = q
         .post_logout_redirect_uri

@@ -17,7 +17,10 @@ use actix_web::web;
 use time::OffsetDateTime;
 
 use crate::jwt::signer::{RsaSigner, SignerError};
+use crate::pages::Chrome;
+use crate::session::TypedSession;
 use crate::settings::{Secret, Settings};
+use crate::state::DemoLinks;
 use mailbox::DemoMessage;
 
 pub use mailbox::{PEOPLE, TENANT_ID};
@@ -153,6 +156,21 @@ impl Demo {
     /// The issuer template of the demo v1 endpoint (Microsoft's is `https://sts.windows.net/{tenantid}/`).
     pub fn v1_issuer_template(&self) -> String {
         format!("{}/_demo/sts/{{tenantid}}/", self.public_base)
+    }
+}
+
+impl DemoLinks for Demo {
+    fn card_page(&self, message_id: &str) -> Option<String> {
+        self.card_of(message_id)
+            .map(|_| format!("/_demo/actions?message={message_id}"))
+    }
+}
+
+/// The page frame of a stand-in page: the demo banner, and who is signed in to the app.
+fn chrome(session: &TypedSession) -> Chrome {
+    Chrome {
+        demo: true,
+        user: session.user().map(|u| u.name),
     }
 }
 

@@ -7,3 +7,6 @@ pub mod sanitize;
 
 pub use client::{MailClient, MailError};
 pub use model::{Message, Profile};
+
+/// The longest search accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;

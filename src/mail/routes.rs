@@ -119,11 +119,7 @@ pub async fn message(
                 OffsetDateTime::now_utc(),
             );
             // Demo mode: an actionable message opens on the stand-in's card page.
-            view.card_link = state
-                .demo
-                .as_ref()
-                .filter(|d| d.card_of(&id).is_some())
-                .map(|_| format!("/_demo/actions?message={id}"));
+            view.card_link = state.demo_links.as_ref().and_then(|d| d.card_page(&id));
             html(StatusCode::OK, &view)
         }
         Err(e) => mail_failed(&session, &state, e),

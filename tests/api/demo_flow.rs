@@ -508,7 +508,7 @@ pub async fn send_card(app: &TestApp) -> String {
 
 /// The newest card message delivered in the demo.
 fn card_message_id(app: &TestApp) -> String {
-    let demo = app.state.demo.as_ref().unwrap();
+    let demo = app.demo.as_ref().unwrap();
     (0..3)
         .flat_map(|p| (0..200).map(move |n| format!("AAMkAD{p}C{n:05}")))
         .filter(|id| demo.card_of(id).is_some())

@@ -310,6 +310,7 @@ async fn an_action_during_start_up_discovery_waits_for_it_instead_of_fetching_ag
         address: format!("http://127.0.0.1:{}", built.port()),
         client: browser(),
         state: built.state(),
+        demo: None,
     };
     tokio::spawn(built.run_until_stopped());
     let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
@@ -354,6 +355,7 @@ async fn no_accepted_sign_in_sends_a_set_cookie_over_4096_bytes() {
             address: app.address.clone(),
             client: browser(),
             state: app.state.clone(),
+            demo: None,
         };
         let token = format!("eyJ0eXAiOiJKV1QifQ.{}.s", "a/b+c=".repeat(size / 6));
         let r = idp

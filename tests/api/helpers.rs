@@ -21,6 +21,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub state: actix_web::web::Data<AppState>,
+    /// The stand-in services, in demo mode.
+    pub demo: Option<Arc<outlook_inbox::demo::Demo>>,
 }
 
 /// A client that keeps cookies and does not follow redirects, like a careful browser test.
@@ -63,6 +65,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     let app = Application::build(settings).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state();
+    let demo = app.demo();
     tokio::spawn(app.run_until_stopped());
     // Discovery (v2 and v1) runs in the background from the start; give it a
     // moment so that tests begin where a running server is. An unreachable
@@ -77,6 +80,7 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
         address,
         client: browser(),
         state,
+        demo,
     }
 }
 

@@ -544,7 +544,7 @@ async fn the_demo_mailbox_opens_messages_and_never_fetches_the_tracker() {
         }
         let hostile = body(app.get("/mail/AAMkAD0003").await).await;
         assert!(hostile.contains("invoice.pdf.exe"));
-        let demo = app.state.demo.as_ref().unwrap();
+        let demo = app.demo.as_ref().unwrap();
         assert_eq!(
             demo.tracker_hits.load(Ordering::SeqCst),
             0,

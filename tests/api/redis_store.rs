@@ -216,6 +216,7 @@ async fn redis_down_gives_503_pages_and_health_and_recovers_without_a_restart() 
         address: app.address.clone(),
         client: browser(),
         state: app.state.clone(),
+        demo: None,
     };
     idp.sign_in_ok(&fresh).await;
     let r = fresh.get("/mail").await;
