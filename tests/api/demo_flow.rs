@@ -512,6 +512,6 @@ fn card_message_id(app: &TestApp) -> String {
     (0..3)
         .flat_map(|p| (0..200).map(move |n| format!("AAMkAD{p}C{n:05}")))
         .filter(|id| demo.card_of(id).is_some())
-        .last()
+        .next_back()
         .unwrap()
 }
