@@ -511,7 +511,6 @@ fn card_message_id(app: &TestApp) -> String {
     let demo = app.demo.as_ref().unwrap();
     (0..3)
         .flat_map(|p| (0..200).map(move |n| format!("AAMkAD{p}C{n:05}")))
-        .filter(|id| demo.card_of(id).is_some())
-        .next_back()
+        .rfind(|id| demo.card_of(id).is_some())
         .unwrap()
 }
