@@ -74,13 +74,24 @@ pub enum Decided {
     Unknown,
 }
 
-/// The answer given to an action, kept by `Action-Request-Id` so that a
-/// retry gets exactly the first answer.
+/// The answer given to an action, kept by performer and `Action-Request-Id`
+/// so that a retry gets exactly the first answer. A request id is chosen by
+/// the caller, so it is never enough on its own: another person reusing it
+/// finds nothing, and a kept answer is used only for the same expense.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     pub status: u16,
     pub message: String,
     pub expense_id: String,
+}
+
+/// Kept answers live this long (Outlook refuses actions on messages older
+/// than a month, so no retry comes later), in every backend.
+pub const ANSWER_TTL_SECS: i64 = 31 * 24 * 3600;
+
+/// Who may look up a kept answer: the performer, compared without case.
+pub fn performer_key(performer: &str) -> String {
+    performer.trim().to_lowercase()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,11 +103,20 @@ pub enum StoreError {
 
 /// What both backends offer.
 pub trait DecisionStore: Send + Sync {
-    /// Creates an expense with the next id of the year, `EXP-YYYY-NNNNNN`.
-    fn create_expense(
+    /// Takes the next id of `year`, `EXP-YYYY-NNNNNN`, without writing an
+    /// expense: a card is sent under it first, and only a card Graph accepted
+    /// becomes an expense ([`DecisionStore::insert_expense`]). Ids taken for
+    /// sends that failed are skipped, never reused.
+    fn reserve_expense_id(
         &self,
-        expense: NewExpense,
-    ) -> impl Future<Output = Result<Expense, StoreError>> + Send;
+        year: i32,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Writes an expense under an id from [`DecisionStore::reserve_expense_id`].
+    fn insert_expense(
+        &self,
+        expense: &Expense,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The expense and its decision, if any.
     fn expense(
@@ -112,18 +132,37 @@ pub trait DecisionStore: Send + Sync {
         decision: &Recorded,
     ) -> impl Future<Output = Result<Decided, StoreError>> + Send;
 
-    /// The answer first given to `request_id`, if any.
+    /// The answer first given to `performer` for `request_id`, if one was
+    /// kept less than [`ANSWER_TTL_SECS`] before `now`.
     fn answer(
         &self,
+        performer: &str,
         request_id: &str,
+        now: i64,
     ) -> impl Future<Output = Result<Option<Answer>, StoreError>> + Send;
 
-    /// Keeps `answer` for `request_id` unless one is kept already; returns the kept one.
+    /// Keeps `answer` for `performer` and `request_id` unless one is kept
+    /// already (atomically); returns the kept one.
     fn keep_answer(
         &self,
+        performer: &str,
         request_id: &str,
         answer: &Answer,
+        now: i64,
     ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
+
+    /// Forgets answers kept more than [`ANSWER_TTL_SECS`] before `now`;
+    /// returns how many (Redis expires them by itself: 0).
+    fn prune_answers(&self, now: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Counts a card send by `person` at `now` unless they already sent
+    /// `limit` in the last minute; `Err(seconds)` until one is allowed again.
+    fn note_send(
+        &self,
+        person: &str,
+        now: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Result<(), u64>, StoreError>> + Send;
 
     /// Whether the store answers (for `/healthz`).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -194,9 +233,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Reserves an id and writes `expense` under it at once (tests, seeding).
+    pub async fn create_expense(&self, expense: NewExpense) -> Result<Expense, StoreError> {
+        let id = self.reserve_expense_id(year_of(expense.created_at)).await?;
+        let expense = Expense {
+            id,
+            amount_cents: expense.amount_cents,
+            currency: expense.currency,
+            submitter: expense.submitter,
+            purpose: expense.purpose,
+            recipient: expense.recipient,
+            created_at: expense.created_at,
+        };
+        self.insert_expense(&expense).await?;
+        Ok(expense)
+    }
+}
+
 impl DecisionStore for Store {
-    async fn create_expense(&self, expense: NewExpense) -> Result<Expense, StoreError> {
-        self.backend.create_expense(expense).await
+    async fn reserve_expense_id(&self, year: i32) -> Result<String, StoreError> {
+        self.backend.reserve_expense_id(year).await
+    }
+
+    async fn insert_expense(&self, expense: &Expense) -> Result<(), StoreError> {
+        self.backend.insert_expense(expense).await
     }
 
     async fn expense(&self, id: &str) -> Result<Option<(Expense, Option<Recorded>)>, StoreError> {
@@ -221,12 +282,38 @@ impl DecisionStore for Store {
         Ok(decided)
     }
 
-    async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
-        self.backend.answer(request_id).await
+    async fn answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Option<Answer>, StoreError> {
+        self.backend.answer(performer, request_id, now).await
     }
 
-    async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
-        self.backend.keep_answer(request_id, answer).await
+    async fn keep_answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        answer: &Answer,
+        now: i64,
+    ) -> Result<Answer, StoreError> {
+        self.backend
+            .keep_answer(performer, request_id, answer, now)
+            .await
+    }
+
+    async fn prune_answers(&self, now: i64) -> Result<u64, StoreError> {
+        self.backend.prune_answers(now).await
+    }
+
+    async fn note_send(
+        &self,
+        person: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Result<(), u64>, StoreError> {
+        self.backend.note_send(person, now, limit).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -235,10 +322,17 @@ impl DecisionStore for Store {
 }
 
 impl DecisionStore for Backend {
-    async fn create_expense(&self, expense: NewExpense) -> Result<Expense, StoreError> {
+    async fn reserve_expense_id(&self, year: i32) -> Result<String, StoreError> {
         match self {
-            Backend::Sqlite(s) => s.create_expense(expense).await,
-            Backend::Redis(s) => s.create_expense(expense).await,
+            Backend::Sqlite(s) => s.reserve_expense_id(year).await,
+            Backend::Redis(s) => s.reserve_expense_id(year).await,
+        }
+    }
+
+    async fn insert_expense(&self, expense: &Expense) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.insert_expense(expense).await,
+            Backend::Redis(s) => s.insert_expense(expense).await,
         }
     }
 
@@ -256,17 +350,47 @@ impl DecisionStore for Backend {
         }
     }
 
-    async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
+    async fn answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Option<Answer>, StoreError> {
         match self {
-            Backend::Sqlite(s) => s.answer(request_id).await,
-            Backend::Redis(s) => s.answer(request_id).await,
+            Backend::Sqlite(s) => s.answer(performer, request_id, now).await,
+            Backend::Redis(s) => s.answer(performer, request_id, now).await,
         }
     }
 
-    async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
+    async fn keep_answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        answer: &Answer,
+        now: i64,
+    ) -> Result<Answer, StoreError> {
         match self {
-            Backend::Sqlite(s) => s.keep_answer(request_id, answer).await,
-            Backend::Redis(s) => s.keep_answer(request_id, answer).await,
+            Backend::Sqlite(s) => s.keep_answer(performer, request_id, answer, now).await,
+            Backend::Redis(s) => s.keep_answer(performer, request_id, answer, now).await,
+        }
+    }
+
+    async fn prune_answers(&self, now: i64) -> Result<u64, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.prune_answers(now).await,
+            Backend::Redis(s) => s.prune_answers(now).await,
+        }
+    }
+
+    async fn note_send(
+        &self,
+        person: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Result<(), u64>, StoreError> {
+        match self {
+            Backend::Sqlite(s) => s.note_send(person, now, limit).await,
+            Backend::Redis(s) => s.note_send(person, now, limit).await,
         }
     }
 
@@ -275,6 +399,37 @@ impl DecisionStore for Backend {
             Backend::Sqlite(s) => s.ping().await,
             Backend::Redis(s) => s.ping().await,
         }
+    }
+}
+
+/// Card sends of the last minute, per person, in memory (the embedded store
+/// serves one instance). Bounded: people with no recent send are forgotten
+/// first, and beyond [`RecentSends::PEOPLE`] the memory starts over.
+#[derive(Default)]
+pub struct RecentSends(std::sync::Mutex<std::collections::HashMap<String, Vec<i64>>>);
+
+impl RecentSends {
+    const PEOPLE: usize = 10_000;
+    const WINDOW: i64 = 60;
+
+    /// Counts a send by `person` at `now` unless `limit` were sent in the last
+    /// minute; `Err(seconds)` until the oldest of those leaves the window.
+    pub fn note(&self, person: &str, now: i64, limit: u32) -> Result<(), u64> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() >= Self::PEOPLE {
+            all.retain(|_, times| times.iter().any(|t| now - t < Self::WINDOW));
+            if all.len() >= Self::PEOPLE {
+                all.clear();
+            }
+        }
+        let times = all.entry(performer_key(person)).or_default();
+        times.retain(|t| now - t < Self::WINDOW && *t <= now);
+        if times.len() >= limit as usize {
+            let oldest = times.iter().min().copied().unwrap_or(now);
+            return Err((oldest + Self::WINDOW - now).max(1) as u64);
+        }
+        times.push(now);
+        Ok(())
     }
 }
 

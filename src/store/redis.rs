@@ -4,13 +4,25 @@
 use std::sync::Arc;
 
 use super::{
-    Answer, Decided, DecisionStore, Expense, NewExpense, Recorded, StoreError, expense_id, year_of,
+    ANSWER_TTL_SECS, Answer, Decided, DecisionStore, Expense, Recorded, StoreError, expense_id,
+    performer_key,
 };
 use crate::session_store::Redis;
 
-/// Answers to action requests are kept this long (Outlook refuses actions on
-/// messages older than a month, so no retry comes later).
-const ANSWER_TTL_SECS: u64 = 31 * 24 * 3600;
+/// A kept answer, with whose it is (checked again when read).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptAnswer {
+    performer: String,
+    #[serde(flatten)]
+    answer: Answer,
+}
+
+/// The key of `performer`'s answer to `request_id`: the performer is
+/// length-prefixed, so no choice of request id can reach another person's key.
+fn answer_key(performer: &str, request_id: &str) -> String {
+    let who = performer_key(performer);
+    key("answer", &format!("{}:{who}:{request_id}", who.len()))
+}
 
 pub struct RedisStore {
     redis: Arc<Redis>,
@@ -72,25 +84,20 @@ impl RedisStore {
 }
 
 impl DecisionStore for RedisStore {
-    async fn create_expense(&self, e: NewExpense) -> Result<Expense, StoreError> {
+    async fn reserve_expense_id(&self, year: i32) -> Result<String, StoreError> {
         let mut conn = self.conn().await?;
-        let year = year_of(e.created_at);
         let seq: u64 = redis::cmd("INCR")
             .arg(key("expense-seq", &year.to_string()))
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let expense = Expense {
-            id: expense_id(year, seq),
-            amount_cents: e.amount_cents,
-            currency: e.currency,
-            submitter: e.submitter,
-            purpose: e.purpose,
-            recipient: e.recipient,
-            created_at: e.created_at,
-        };
+        Ok(expense_id(year, seq))
+    }
+
+    async fn insert_expense(&self, expense: &Expense) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
         if !self
-            .set_nx(&mut conn, &key("expense", &expense.id), &expense, None)
+            .set_nx(&mut conn, &key("expense", &expense.id), expense, None)
             .await?
         {
             return Err(StoreError::Unavailable(format!(
@@ -98,7 +105,7 @@ impl DecisionStore for RedisStore {
                 expense.id
             )));
         }
-        Ok(expense)
+        Ok(())
     }
 
     async fn expense(&self, id: &str) -> Result<Option<(Expense, Option<Recorded>)>, StoreError> {
@@ -133,24 +140,80 @@ impl DecisionStore for RedisStore {
         }
     }
 
-    async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
+    async fn answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        _now: i64,
+    ) -> Result<Option<Answer>, StoreError> {
         let mut conn = self.conn().await?;
-        self.get_json(&mut conn, &key("answer", request_id)).await
+        let kept: Option<KeptAnswer> = self
+            .get_json(&mut conn, &answer_key(performer, request_id))
+            .await?;
+        Ok(kept
+            .filter(|k| k.performer == performer_key(performer))
+            .map(|k| k.answer))
     }
 
-    async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
+    async fn keep_answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        answer: &Answer,
+        _now: i64,
+    ) -> Result<Answer, StoreError> {
         let mut conn = self.conn().await?;
-        let k = key("answer", request_id);
+        let k = answer_key(performer, request_id);
+        let kept = KeptAnswer {
+            performer: performer_key(performer),
+            answer: answer.clone(),
+        };
         if self
-            .set_nx(&mut conn, &k, answer, Some(ANSWER_TTL_SECS))
+            .set_nx(&mut conn, &k, &kept, Some(ANSWER_TTL_SECS as u64))
             .await?
         {
             return Ok(answer.clone());
         }
         Ok(self
-            .get_json(&mut conn, &k)
+            .get_json::<KeptAnswer>(&mut conn, &k)
             .await?
-            .unwrap_or_else(|| answer.clone()))
+            .map_or_else(|| answer.clone(), |k| k.answer))
+    }
+
+    async fn prune_answers(&self, _now: i64) -> Result<u64, StoreError> {
+        // Each answer carries its own expiry (`EX`).
+        Ok(0)
+    }
+
+    async fn note_send(
+        &self,
+        person: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Result<(), u64>, StoreError> {
+        // A sliding window shared by every instance: the sends of the last
+        // minute in a sorted set, trimmed, counted and added to in one script.
+        const SCRIPT: &str = r"
+            redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1] - 60)
+            if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+                local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+                return tonumber(oldest[2]) + 60 - tonumber(ARGV[1])
+            end
+            redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
+            redis.call('EXPIRE', KEYS[1], 61)
+            return 0";
+        let mut conn = self.conn().await?;
+        let wait: i64 = redis::cmd("EVAL")
+            .arg(SCRIPT)
+            .arg(1)
+            .arg(key("sends", &performer_key(person)))
+            .arg(now)
+            .arg(limit)
+            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(if wait > 0 { Err(wait as u64) } else { Ok(()) })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Answer, Decided, Decision, DecisionStore, Expense, NewExpense, Recorded, StoreError,
-    expense_id, year_of,
+    ANSWER_TTL_SECS, Answer, Decided, Decision, DecisionStore, Expense, Recorded, StoreError,
+    expense_id, performer_key,
 };
 use crate::settings::ConfigError;
 
@@ -50,6 +50,27 @@ const MIGRATIONS: &[&str] = &[
         status INTEGER NOT NULL,
         message TEXT NOT NULL
     );",
+    // 2: answers kept per performer (a request id alone is chosen by the
+    // caller), with the time kept so that they can be pruned like Redis
+    // expires them; and the last id taken per year, so that an id can be
+    // reserved before its expense is written. Answers kept under the old
+    // key are dropped: a retry after the upgrade gets the standing decision.
+    "DROP TABLE answers;
+    CREATE TABLE answers (
+        performer TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        expense_id TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        message TEXT NOT NULL,
+        kept_at INTEGER NOT NULL,
+        PRIMARY KEY (performer, request_id)
+    );
+    CREATE INDEX answers_by_age ON answers (kept_at);
+    CREATE TABLE expense_ids (
+        year INTEGER PRIMARY KEY,
+        last INTEGER NOT NULL
+    );
+    INSERT INTO expense_ids (year, last) SELECT year, MAX(seq) FROM expenses GROUP BY year;",
 ];
 
 pub struct SqliteStore {
@@ -58,6 +79,8 @@ pub struct SqliteStore {
     /// Readers: write-ahead logging lets them read while the writer writes.
     readers: Arc<Vec<Mutex<Connection>>>,
     path: PathBuf,
+    /// Card sends in the last minute, per person (one instance: memory is enough).
+    sends: super::RecentSends,
 }
 
 /// Read-only connections beside the writer.
@@ -116,6 +139,7 @@ impl SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             readers: Arc::new(readers),
             path,
+            sends: Default::default(),
         })
     }
 
@@ -205,7 +229,7 @@ fn expense_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Expense> {
     })
 }
 
-const SELECT_ANSWER: &str = "SELECT status, message, expense_id FROM answers WHERE request_id = ?1";
+const SELECT_ANSWER: &str = "SELECT status, message, expense_id FROM answers WHERE performer = ?1 AND request_id = ?2 AND kept_at >= ?3";
 
 fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Answer> {
     Ok(Answer {
@@ -218,31 +242,34 @@ fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Answer> {
 const SELECT_DECISION: &str = "SELECT decision, performer, at, action_request_id, card_correlation_id FROM decisions WHERE expense_id = ?1";
 
 impl DecisionStore for SqliteStore {
-    async fn create_expense(&self, e: NewExpense) -> Result<Expense, StoreError> {
+    async fn reserve_expense_id(&self, year: i32) -> Result<String, StoreError> {
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let year = year_of(e.created_at);
-            let seq: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM expenses WHERE year = ?1",
+            let seq: i64 = conn.query_row(
+                "INSERT INTO expense_ids (year, last) VALUES (?1, 1)
+                 ON CONFLICT (year) DO UPDATE SET last = last + 1 RETURNING last",
                 [year],
                 |r| r.get(0),
             )?;
-            let id = expense_id(year, seq.max(1) as u64);
-            tx.execute(
+            Ok(expense_id(year, seq.max(1) as u64))
+        })
+        .await
+    }
+
+    async fn insert_expense(&self, e: &Expense) -> Result<(), StoreError> {
+        let e = e.clone();
+        self.with(move |conn| {
+            let (year, seq) = e
+                .id
+                .strip_prefix("EXP-")
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(y, n)| Some((y.parse::<i64>().ok()?, n.parse::<i64>().ok()?)))
+                .unwrap_or((0, 0));
+            conn.execute(
                 "INSERT INTO expenses (id, year, seq, amount_cents, currency, submitter, purpose, recipient, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![id, year, seq, e.amount_cents, e.currency, e.submitter, e.purpose, e.recipient, e.created_at],
+                params![e.id, year, seq, e.amount_cents, e.currency, e.submitter, e.purpose, e.recipient, e.created_at],
             )?;
-            tx.commit()?;
-            Ok(Expense {
-                id,
-                amount_cents: e.amount_cents,
-                currency: e.currency,
-                submitter: e.submitter,
-                purpose: e.purpose,
-                recipient: e.recipient,
-                created_at: e.created_at,
-            })
+            Ok(())
         })
         .await
     }
@@ -295,23 +322,78 @@ impl DecisionStore for SqliteStore {
         .await
     }
 
-    async fn answer(&self, request_id: &str) -> Result<Option<Answer>, StoreError> {
-        let rid = request_id.to_owned();
-        self.read(move |conn| conn.query_row(SELECT_ANSWER, [&rid], answer_row).optional())
-            .await
-    }
-
-    async fn keep_answer(&self, request_id: &str, answer: &Answer) -> Result<Answer, StoreError> {
-        let (rid, a) = (request_id.to_owned(), answer.clone());
-        self.with(move |conn| {
-            conn.execute(
-                "INSERT INTO answers (request_id, expense_id, status, message) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (request_id) DO NOTHING",
-                params![rid, a.expense_id, a.status, a.message],
-            )?;
-            conn.query_row(SELECT_ANSWER, [&rid], answer_row)
+    async fn answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        now: i64,
+    ) -> Result<Option<Answer>, StoreError> {
+        let (who, rid) = (performer_key(performer), request_id.to_owned());
+        self.read(move |conn| {
+            conn.query_row(
+                SELECT_ANSWER,
+                params![who, rid, now - ANSWER_TTL_SECS],
+                answer_row,
+            )
+            .optional()
         })
         .await
+    }
+
+    async fn keep_answer(
+        &self,
+        performer: &str,
+        request_id: &str,
+        answer: &Answer,
+        now: i64,
+    ) -> Result<Answer, StoreError> {
+        let (who, rid, a) = (
+            performer_key(performer),
+            request_id.to_owned(),
+            answer.clone(),
+        );
+        self.with(move |conn| {
+            // An expired answer under the same key gives way to the new one.
+            conn.execute(
+                "INSERT INTO answers (performer, request_id, expense_id, status, message, kept_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (performer, request_id) DO UPDATE SET
+                   expense_id = excluded.expense_id, status = excluded.status,
+                   message = excluded.message, kept_at = excluded.kept_at
+                 WHERE answers.kept_at < ?7",
+                params![
+                    who,
+                    rid,
+                    a.expense_id,
+                    a.status,
+                    a.message,
+                    now,
+                    now - ANSWER_TTL_SECS
+                ],
+            )?;
+            conn.query_row(SELECT_ANSWER, params![who, rid, i64::MIN], answer_row)
+        })
+        .await
+    }
+
+    async fn prune_answers(&self, now: i64) -> Result<u64, StoreError> {
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM answers WHERE kept_at < ?1",
+                [now - ANSWER_TTL_SECS],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn note_send(
+        &self,
+        person: &str,
+        now: i64,
+        limit: u32,
+    ) -> Result<Result<(), u64>, StoreError> {
+        Ok(self.sends.note(person, now, limit))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
