@@ -49,7 +49,7 @@ pub async fn requests(
     let quiet = refused_action
         && state
             .as_ref()
-            .is_some_and(|s| !s.refused_request_lines.allow());
+            .is_some_and(|s| !s.actions.refused_request_lines.allow());
     span.in_scope(|| {
         if quiet {
             // Counted in the periodic summary line.

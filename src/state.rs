@@ -28,30 +28,39 @@ pub struct AppState {
     pub settings: Settings,
     pub http: reqwest::Client,
     pub provider: Provider,
+    /// The one JWT verifier (ID tokens and action tokens share its key cache).
     pub verifier: Verifier,
+    /// Whether start-up loading (discovery, keys) is done.
+    pub ready: crate::ready::Readiness,
+    /// What the action endpoints need besides the verifier.
+    pub actions: ActionParts,
     pub mail: MailClient,
     /// What the app's own pages need from the demo stand-in (demo mode only).
     pub demo_links: Option<Arc<dyn DemoLinks>>,
     /// The shared session store, with `SESSION_STORE=redis`.
     pub redis: Option<Arc<Redis>>,
     pub refresher: Refresher,
+    /// The session cookie's key and shape, with the cookie store (to measure it).
+    pub cookie: Option<CookieShape>,
+    /// The key that encrypts session cookies.
+    pub session_key: actix_web::cookie::Key,
+    /// Expenses and their decisions (`DECISION_STORE`).
+    pub decisions: crate::store::Store,
+    /// The message body policy, built once.
+    pub sanitizer: Arc<crate::mail::sanitize::Sanitizer>,
+}
+
+/// What the action endpoints need besides the verifier.
+pub struct ActionParts {
+    /// Action tokens that verified recently (see [`crate::jwt::verified`]).
+    pub verified: crate::jwt::verified::VerifiedTokens,
     /// Rate-limited logging of refused actions (a flood cannot fill the disk).
     pub refusals: RefusalLog,
     /// Request lines of refused actions, bounded the same way (a flood of
     /// forged tokens must not fill the disk through them either).
     pub refused_request_lines: RefusalLog,
-    /// The session cookie's key and shape, with the cookie store (to measure it).
-    pub cookie: Option<CookieShape>,
-    /// The key that encrypts session cookies.
-    pub session_key: actix_web::cookie::Key,
-    /// Action tokens that verified recently (see [`crate::jwt::verified`]).
-    pub verified: crate::jwt::verified::VerifiedTokens,
-    /// Expenses and their decisions (`DECISION_STORE`).
-    pub decisions: crate::store::Store,
     /// Issues and checks the tickets in card buttons.
     pub tickets: crate::cards::ticket::Tickets,
-    /// The message body policy, built once.
-    pub sanitizer: Arc<crate::mail::sanitize::Sanitizer>,
 }
 
 impl AppState {
