@@ -24,7 +24,8 @@ pub struct CardContext<'a> {
     pub public_base: &'a str,
     /// The provider id (`ACTION_ORIGINATOR`).
     pub originator: &'a str,
-    /// Tickets for the buttons (`None` on a refreshed card: it has no buttons).
+    /// The recipient's ticket: in each button's body and in the
+    /// `autoInvokeAction` body, so that refreshes pass `ACTION_REQUIRE_TICKET`.
     pub ticket: Option<&'a str>,
 }
 
@@ -61,6 +62,10 @@ pub fn when(unix: i64) -> String {
 /// (and no buttons) once it has one.
 pub fn card(expense: &Expense, decision: Option<&Recorded>, ctx: &CardContext<'_>) -> Value {
     let api = format!("{}/api/expense", ctx.public_base);
+    let mut refresh = json!({"expenseId": expense.id});
+    if let Some(t) = ctx.ticket {
+        refresh["ticket"] = Value::String(t.to_owned());
+    }
     let mut body = vec![
         json!({"type": "TextBlock", "text": format!("Expense report {}", expense.id), "size": "Large", "weight": "Bolder", "wrap": true}),
         json!({"type": "FactSet", "facts": [
@@ -78,7 +83,7 @@ pub fn card(expense: &Expense, decision: Option<&Recorded>, ctx: &CardContext<'_
         "hideOriginalBody": true,
         "autoInvokeAction": {
             "type": "Action.Http", "method": "POST", "url": format!("{api}/card"),
-            "body": json!({"expenseId": expense.id}).to_string(),
+            "body": refresh.to_string(),
             "headers": [{"name": "Content-Type", "value": "application/json"}],
         },
     });
@@ -162,6 +167,10 @@ mod tests {
             assert_eq!(body["ticket"], "t1");
             assert_eq!(body["expenseId"], "EXP-2026-000001");
         }
+        let refresh: Value =
+            serde_json::from_str(c["autoInvokeAction"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(refresh["ticket"], "t1");
+        assert_eq!(refresh["expenseId"], "EXP-2026-000001");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::pages::CardSentView;
 use crate::session::TypedSession;
 use crate::settings::MailApi;
 use crate::state::AppState;
-use crate::store::{DecisionStore as _, Expense, NewExpense};
+use crate::store::{DecisionStore as _, Expense, year_of};
 
 /// The email that carries a card: the card in `<head>` for Outlook, and a
 /// readable body for mail clients that show no cards.
@@ -40,9 +40,21 @@ pub fn sending_on(state: &AppState) -> bool {
     state.settings.action_originator.is_some() && state.settings.mail_api == MailApi::Graph
 }
 
-/// The card's JSON inside `<script>`: `</` cannot close the element early.
+/// The card's JSON inside `<script>`: `<`, `>` and `&` become JSON's
+/// `\u003c`, `\u003e` and `\u0026`, so that no field, now or later, can
+/// close the element, open a comment or start a character reference. The
+/// JSON means exactly the same.
 fn script_safe(json: &str) -> String {
-    json.replace("</", "<\\/")
+    let mut safe = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '<' => safe.push_str("\\u003c"),
+            '>' => safe.push_str("\\u003e"),
+            '&' => safe.push_str("\\u0026"),
+            c => safe.push(c),
+        }
+    }
+    safe
 }
 
 /// A POST from one of this app's own pages: `Origin` is ours, or — since
@@ -76,28 +88,51 @@ pub async fn send(
         Err(response) => return response,
     };
     let created_at = now();
-    let (cents, submitter, purpose) =
-        SAMPLES[(uuid::Uuid::new_v4().as_bytes()[0] as usize) % SAMPLES.len()];
     let recipient = user.email.trim().to_lowercase();
-    let expense = match state
+    // At most SENDS_PER_MINUTE a person: each send is a real email.
+    match state
         .decisions
-        .create_expense(NewExpense {
-            amount_cents: cents,
-            currency: "EUR".into(),
-            submitter: submitter.into(),
-            purpose: purpose.into(),
-            recipient: Some(recipient.clone()),
-            created_at,
-        })
+        .note_send(&recipient, created_at, super::SENDS_PER_MINUTE)
         .await
     {
-        Ok(e) => e,
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => {
+            tracing::info!(wait, "a card send over the per-minute limit was refused");
+            return AppError::TooManySends {
+                retry_after_secs: wait,
+            }
+            .render(state.chrome(&session));
+        }
         Err(e) => {
-            tracing::error!(error = %e, "no expense could be created");
+            tracing::error!(error = %e, "the send limit could not be checked");
+            return AppError::StoreDown.render(state.chrome(&session));
+        }
+    }
+    let (cents, submitter, purpose) =
+        SAMPLES[(uuid::Uuid::new_v4().as_bytes()[0] as usize) % SAMPLES.len()];
+    // The id is taken now, the expense written only once Graph accepted the
+    // mail: a refused or throttled send leaves nothing behind.
+    let id = match state
+        .decisions
+        .reserve_expense_id(year_of(created_at))
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "no expense id could be taken");
             return AppError::StoreDown.render(state.chrome(&session));
         }
     };
-    let ticket = Tickets::issue(&state.tickets, &expense.id, &recipient, created_at);
+    let expense = Expense {
+        id,
+        amount_cents: cents,
+        currency: "EUR".into(),
+        submitter: submitter.into(),
+        purpose: purpose.into(),
+        recipient: Some(recipient.clone()),
+        created_at,
+    };
+    let ticket = Tickets::issue(&state.actions.tickets, &expense.id, &recipient, created_at);
     let originator = state
         .settings
         .action_originator
@@ -135,6 +170,12 @@ pub async fn send(
     {
         return mail_failed(&session, &state, e);
     }
+    if let Err(e) = state.decisions.insert_expense(&expense).await {
+        // The mail is out but its expense is not kept: its buttons will say
+        // "not known". Rare (the store failed between two calls); logged.
+        tracing::error!(expense = %expense.id, error = %e, "a card was sent but its expense could not be saved");
+        return AppError::StoreDown.render(state.chrome(&session));
+    }
     tracing::info!(expense = %expense.id, "a test expense card was sent");
     html(
         StatusCode::OK,
@@ -151,10 +192,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn card_json_cannot_close_its_script_element() {
+    fn card_json_cannot_close_its_script_element_or_open_anything() {
+        let json = r#"{"text":"</script><!-- <script>&amp; é"}"#;
+        let safe = script_safe(json);
         assert_eq!(
-            script_safe(r#"{"text":"</script><script>x"}"#),
-            r#"{"text":"<\/script><script>x"}"#
+            safe,
+            r#"{"text":"\u003c/script\u003e\u003c!-- \u003cscript\u003e\u0026amp; é"}"#
         );
+        assert!(!safe.contains(['<', '>', '&']));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["text"], "</script><!-- <script>&amp; é");
     }
 }
