@@ -62,7 +62,8 @@ pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResp
     )
 }
 
-/// `ok`, or 503 naming the failing dependency.
+/// `ok` only when the app can do its whole job; else 503 with a fixed reason
+/// (the details go to the log).
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     if let Some(redis) = &state.redis
         && let Err(e) = redis.ping().await
@@ -79,6 +80,13 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")
             .body("store unavailable");
+    }
+    if !state.ready.is_loaded() {
+        // Discovery or the signing keys are not loaded yet (starting, or the
+        // identity platform cannot be reached): no sign-in or action would work.
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain; charset=utf-8")
+            .body("identity platform unavailable");
     }
     HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")

@@ -266,17 +266,34 @@ impl Provider {
         }
     }
 
-    /// Keeps discovery (and the identity platform's signing keys) fresh for
-    /// the life of the process: at once, then retried with a growing pause
-    /// while it fails, and every `period` once it succeeds.
-    pub async fn keep_fresh(&self, keys: &crate::jwt::JwksCache, period: Duration) {
+    /// Keeps discovery and the signing keys fresh for the life of the
+    /// process: at once, then retried with a growing pause while anything
+    /// fails, and every `period` once all of it succeeded. `ready` is marked
+    /// the first time v2 and v1 discovery and the keys (the identity
+    /// platform's, and `extra_keys` when the legacy action scheme needs
+    /// another set) are all loaded.
+    pub async fn keep_fresh(
+        &self,
+        keys: &crate::jwt::JwksCache,
+        extra_keys: Option<&Url>,
+        period: Duration,
+        ready: &crate::ready::Readiness,
+    ) {
         let mut pause = Duration::from_millis(250);
         loop {
-            if self.refresh_discovery().await {
-                pause = Duration::from_millis(250);
-                if let Some(d) = read(&self.cached) {
-                    keys.refresh_if_cached(&d.metadata.jwks_uri).await;
+            let mut loaded = self.refresh_discovery().await;
+            if let Some(d) = read(&self.cached) {
+                loaded &= keys.load(&d.metadata.jwks_uri).await;
+            }
+            if let Some(url) = extra_keys {
+                loaded &= keys.load(url).await;
+            }
+            if loaded {
+                if !ready.is_loaded() {
+                    tracing::info!("ready: discovery and signing keys are loaded");
                 }
+                ready.set_loaded();
+                pause = Duration::from_millis(250);
                 tokio::time::sleep(period).await;
             } else {
                 tokio::time::sleep(pause).await;

@@ -90,6 +90,18 @@ impl JwksCache {
         let _ = self.fetch(&set).await;
     }
 
+    /// Fetches the set at `url` now (at start-up, and in the background
+    /// refresh), waiting for a fetch already under way; true when keys young
+    /// enough to trust are cached afterwards.
+    pub async fn load(&self, url: &Url) -> bool {
+        let set = self.set(url);
+        let _guard = set.fetching.lock().await;
+        if set.older_than(self.max_age) {
+            let _ = self.fetch(&set).await;
+        }
+        !set.older_than(self.max_stale)
+    }
+
     /// The key `kid` of the set at `url`, fetching or refreshing as the rules allow.
     pub async fn key(&self, url: &Url, kid: &str) -> Result<Arc<DecodingKey>, JwtError> {
         let set = self.set(url);
