@@ -149,7 +149,7 @@ pub enum AppError {
     IdToken(#[from] JwtError),
     #[error("the session store is unavailable")]
     SessionStoreDown,
-    #[error("the session does not fit in a cookie ({0} bytes)")]
+    #[error("the session does not fit in the cookies a browser keeps ({0} needed)")]
     SessionTooBig(usize),
     #[error(transparent)]
     Mail(#[from] MailError),

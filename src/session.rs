@@ -5,19 +5,15 @@ use std::future::{Ready, ready};
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
-use std::collections::HashMap;
-
-use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use serde::{Deserialize, Serialize};
+
+pub use crate::session_cookie::CookieShape;
 
 use crate::clock::now;
 
 /// A pending sign-in expires after ten minutes (an authorization code lives
 /// about as long).
 pub const PENDING_TTL_SECS: i64 = 600;
-
-/// Largest `Set-Cookie` (name, value and attributes) browsers are guaranteed to keep.
-pub const MAX_COOKIE_BYTES: usize = 4096;
 
 /// A signed-in session lasts at most this long, whatever the store (the
 /// Redis record has the same TTL; a cookie carries its own issued-at).
@@ -95,8 +91,9 @@ impl std::fmt::Debug for SignedInUser {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The encrypted cookie would exceed what a browser keeps.
-    #[error("the session ({0} bytes) does not fit in one cookie")]
+    /// The encrypted session would take more cookies than a browser is
+    /// asked to keep ([`crate::session_cookie::MAX_CHUNKS`]).
+    #[error("the session needs {0} cookies")]
     TooBig(usize),
     #[error("the session could not be written: {0}")]
     Write(String),
@@ -182,8 +179,9 @@ impl TypedSession {
     }
 
     /// Signs the person in: a new session id (no fixation), the user and the
-    /// session's issued-at, provided the result still fits in a cookie when
-    /// `cookie` (the cookie store's encryption key and cookie shape) is given.
+    /// session's issued-at, provided the result still fits in the cookies a
+    /// session may take when `cookie` (the cookie store's key and cookie
+    /// shape) is given.
     pub fn sign_in(
         &self,
         user: &SignedInUser,
@@ -198,9 +196,9 @@ impl TypedSession {
                 serde_json::to_string(user).map_err(|e| SessionError::Write(e.to_string()))?;
             state.insert(USER.to_owned(), user);
             state.insert(ISSUED_AT.to_owned(), issued_at.to_string());
-            let size = shape.set_cookie_len(&state)?;
-            if size > MAX_COOKIE_BYTES {
-                return Err(SessionError::TooBig(size));
+            let pieces = shape.pieces_needed(&state).map_err(SessionError::Write)?;
+            if pieces > crate::session_cookie::MAX_CHUNKS {
+                return Err(SessionError::TooBig(pieces));
             }
         }
         self.0.remove(LOGIN_HINT);
@@ -241,45 +239,6 @@ impl TypedSession {
     /// Ends the session (and deletes its server-side record, if any).
     pub fn purge(&self) {
         self.0.purge();
-    }
-}
-
-/// What the session middleware's cookie looks like, so that its size can be
-/// measured for real: the same key, name and attributes.
-#[derive(Clone)]
-pub struct CookieShape {
-    pub key: Key,
-    pub https: bool,
-}
-
-impl CookieShape {
-    /// An upper bound (beyond any realistic doubt) of the `Set-Cookie` the
-    /// middleware will send for `state`: encrypted by the same private jar,
-    /// percent-encoded as sent, with every attribute.
-    ///
-    /// The ciphertext is random, so the number of `/` in its base64 (each sent
-    /// as `%2F`, two bytes more) differs from one encryption to the next: one
-    /// in 64 characters on average. The bound allows six standard deviations
-    /// over that average, and both padding `=` (`%3D`).
-    pub fn set_cookie_len(&self, state: &HashMap<String, String>) -> Result<usize, SessionError> {
-        let value = serde_json::to_string(state).map_err(|e| SessionError::Write(e.to_string()))?;
-        let mut cookie = Cookie::new(cookie_name(self.https), value);
-        cookie.set_path("/");
-        cookie.set_secure(self.https);
-        cookie.set_http_only(true);
-        cookie.set_same_site(SameSite::Lax);
-        let mut jar = CookieJar::new();
-        jar.private_mut(&self.key).add(cookie);
-        let cookie = jar
-            .delta()
-            .next()
-            .ok_or_else(|| SessionError::Write("the cookie jar lost the cookie".into()))?;
-        let sent = cookie.encoded().to_string().len();
-        let raw = cookie.value();
-        let escaped = raw.bytes().filter(|b| matches!(b, b'/' | b'=')).count();
-        let average = raw.len() as f64 / 64.0;
-        let worst_slashes = (average + 6.0 * average.sqrt()).ceil() as usize;
-        Ok(sent - 2 * escaped + 2 * (worst_slashes + 2))
     }
 }
 
