@@ -47,6 +47,12 @@ async fn main() -> ExitCode {
         tracing::info!(
             "demo mode: no CLIENT_ID set, so Microsoft's services are played by stand-ins under /_demo/"
         );
+        if app.state().settings.demo_on_network {
+            tracing::warn!(
+                bind = %app.state().settings.bind,
+                "DEMO=on: demo mode is served on a network address; anyone who reaches it can sign in as a demo person (publish the port on 127.0.0.1 only)"
+            );
+        }
     }
     tracing::info!("listening; open {url}");
     match app.run_until_stopped().await {

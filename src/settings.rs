@@ -119,6 +119,8 @@ pub struct Settings {
     pub public_url_explicit: bool,
     /// True when no `CLIENT_ID` is set: the embedded stand-in services are used.
     pub demo: bool,
+    /// `DEMO=on`: demo mode on a non-loopback `BIND` is meant.
+    pub demo_on_network: bool,
     pub client_id: String,
     pub client_secret: Secret,
     /// Base of the identity platform; `None` in demo mode until the port is known.
@@ -266,6 +268,11 @@ impl Settings {
             &var("PUBLIC_URL").unwrap_or_else(|| "http://localhost:8000".into()),
         )?;
 
+        let demo_on = match var("DEMO").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => return Err(bad("DEMO", format!("`{other}` is not `on` or `off`"))),
+        };
         let (demo, client_id, client_secret) = match (var("CLIENT_ID"), var("CLIENT_SECRET")) {
             // A public server never falls into demo mode: anyone could sign in
             // as a demo person and approve expenses through the stand-in.
@@ -275,6 +282,16 @@ impl Settings {
                     format!(
                         "is not set, and demo mode runs only when PUBLIC_URL is on this machine (it is `{}`); set CLIENT_ID and CLIENT_SECRET",
                         public_url.as_str().trim_end_matches('/')
+                    ),
+                ));
+            }
+            // Nor does a server listening on the network, unless that is meant
+            // (a container whose port is published on purpose).
+            (None, None) if !bind.ip().is_loopback() && !demo_on => {
+                return Err(bad(
+                    "BIND",
+                    format!(
+                        "is {bind}, which other machines can reach, and CLIENT_ID is not set: demo mode there would let anyone on the network sign in as a demo person; set CLIENT_ID and CLIENT_SECRET, or DEMO=on if serving the demo on the network is meant"
                     ),
                 ));
             }
@@ -505,6 +522,7 @@ impl Settings {
             bind,
             public_url,
             public_url_explicit,
+            demo_on_network: demo && !bind.ip().is_loopback(),
             demo,
             client_id,
             client_secret,
@@ -743,10 +761,19 @@ mod tests {
 
     #[test]
     fn metrics_are_never_served_on_the_public_port() {
-        let e =
-            settings(&[("BIND", "0.0.0.0:8000"), ("METRICS_BIND", "127.0.0.1:8000")]).unwrap_err();
+        let e = settings(&[
+            ("BIND", "0.0.0.0:8000"),
+            ("DEMO", "on"),
+            ("METRICS_BIND", "127.0.0.1:8000"),
+        ])
+        .unwrap_err();
         assert_eq!(e.variable, "METRICS_BIND");
-        let s = settings(&[("BIND", "0.0.0.0:8000"), ("METRICS_BIND", "0.0.0.0:9464")]).unwrap();
+        let s = settings(&[
+            ("BIND", "0.0.0.0:8000"),
+            ("DEMO", "on"),
+            ("METRICS_BIND", "0.0.0.0:9464"),
+        ])
+        .unwrap();
         assert_eq!(s.metrics_bind, Some("0.0.0.0:9464".parse().unwrap()));
         assert_eq!(settings(&[]).unwrap().metrics_bind, None);
     }
@@ -824,6 +851,35 @@ mod tests {
         ] {
             assert!(settings(&[("PUBLIC_URL", url)]).unwrap().demo, "{url}");
         }
+    }
+
+    #[test]
+    fn demo_mode_on_a_network_address_needs_demo_on() {
+        let e = settings(&[("BIND", "0.0.0.0:8000")]).unwrap_err();
+        assert_eq!(e.variable, "BIND");
+        assert!(e.to_string().contains("DEMO=on"), "{e}");
+        assert!(!e.to_string().contains('\n'));
+        let s = settings(&[("BIND", "0.0.0.0:8000"), ("DEMO", "on")]).unwrap();
+        assert!(s.demo && s.demo_on_network);
+        let s = settings(&[("BIND", "127.0.0.1:8000")]).unwrap();
+        assert!(s.demo && !s.demo_on_network);
+        // DEMO=on never makes a public PUBLIC_URL acceptable.
+        let e = settings(&[
+            ("BIND", "0.0.0.0:8000"),
+            ("DEMO", "on"),
+            ("PUBLIC_URL", "https://inbox.contoso.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "CLIENT_ID");
+        // A real registration listens wherever it is told.
+        let s = settings(&[
+            ("BIND", "0.0.0.0:8000"),
+            ("CLIENT_ID", "abc"),
+            ("CLIENT_SECRET", "s"),
+        ])
+        .unwrap();
+        assert!(!s.demo);
+        assert_eq!(settings(&[("DEMO", "yes")]).unwrap_err().variable, "DEMO");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::session_store::{Redis, Store as SessionBackend};
 use crate::settings::{ConfigError, DecisionStoreKind, SessionStore, Settings};
 use crate::store::redis::RedisStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Backend, Store};
+use crate::store::{Backend, DecisionStore as _, Store};
 use crate::{actions, auth, demo, mail, routes};
 
 /// Content Security Policy: our own styles, no scripts from anywhere else,
@@ -131,13 +131,16 @@ impl Application {
             https: settings.https(),
         });
         let state = web::Data::new(AppState {
-            refusals: RefusalLog::new(),
-            refused_request_lines: RefusalLog::with_summary(
-                "more refused actions were answered than have request lines; the rest are counted here",
-            ),
+            actions: crate::state::ActionParts {
+                refusals: RefusalLog::new(),
+                refused_request_lines: RefusalLog::with_summary(
+                    "more refused actions were answered than have request lines; the rest are counted here",
+                ),
+                tickets: crate::cards::ticket::Tickets::new(settings.session_key.bytes()),
+                verified: Default::default(),
+            },
+            ready: Default::default(),
             decisions,
-            tickets: crate::cards::ticket::Tickets::new(settings.session_key.bytes()),
-            verified: Default::default(),
             sanitizer: Arc::new(crate::mail::sanitize::Sanitizer::new(
                 settings
                     .demo
@@ -233,18 +236,41 @@ impl Application {
         }
         let state = self.state.clone();
         let discovery = tokio::spawn(async move {
+            let legacy_keys = (state.settings.action_scheme
+                == crate::settings::ActionScheme::Legacy)
+                .then(|| state.settings.action_keys_url.clone());
             state
                 .provider
-                .keep_fresh(state.verifier.keys(), state.settings.refresh_period)
+                .keep_fresh(
+                    state.verifier.keys(),
+                    legacy_keys.as_ref(),
+                    state.settings.refresh_period,
+                    &state.ready,
+                )
                 .await;
+        });
+        let state = self.state.clone();
+        let pruning = tokio::spawn(async move {
+            // Kept answers expire after ANSWER_TTL_SECS in every store.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                match state.decisions.prune_answers(crate::clock::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(answers = n, "forgot expired action answers"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "expired action answers could not be pruned")
+                    }
+                }
+            }
         });
         let state = self.state.clone();
         let summary = tokio::spawn(async move {
             let mut every = tokio::time::interval(crate::logging::REFUSAL_WINDOW);
             loop {
                 every.tick().await;
-                state.refusals.summarize();
-                state.refused_request_lines.summarize();
+                state.actions.refusals.summarize();
+                state.actions.refused_request_lines.summarize();
             }
         });
         let metrics = self.metrics.map(|(port, server)| {
@@ -257,6 +283,7 @@ impl Application {
         // to DRAIN), then this returns. SIGINT (Ctrl-C) stops at once.
         let result = self.server.await;
         discovery.abort();
+        pruning.abort();
         summary.abort();
         if let Some(metrics) = metrics {
             metrics.stop(true).await;
@@ -284,6 +311,10 @@ fn server(
 ) -> Result<Server, StartupError> {
     let key = state.session_key.clone();
     let demo = demo.map(web::Data::from);
+    // With the cookie store, crate::session_cookie keeps the session (in
+    // numbered cookies when one is not enough); actix-session's middleware
+    // runs only for the Redis store, whose cookie holds just an id.
+    let redis_sessions = state.redis.is_some();
     let store = match &state.redis {
         Some(r) => SessionBackend::Redis(r.clone()),
         None => SessionBackend::Cookie(Arc::new(CookieSessionStore::default())),
@@ -316,7 +347,13 @@ fn server(
         App::new()
             .app_data(state.clone())
             .app_data(web::FormConfig::default().limit(16 * 1024))
-            .wrap(sessions)
+            .wrap(actix_web::middleware::Condition::new(
+                redis_sessions,
+                sessions,
+            ))
+            .wrap(actix_web::middleware::from_fn(
+                crate::session_cookie::sessions,
+            ))
             .wrap(security_headers)
             .wrap(actix_web::middleware::from_fn(crate::observe::requests))
             .route("/", web::get().to(routes::home))

@@ -550,10 +550,11 @@ async fn a_correctly_signed_token_over_16_kib_is_401_before_any_key_lookup() {
     claims["padding"] = json!("p".repeat(17 * 1024));
     let token = a.token(&claims);
     assert!(token.len() > 16 * 1024);
+    let hits = a.idp.keys.hits();
     assert_eq!(a.post(&token).await.status(), 401);
     assert_eq!(
         a.idp.keys.hits(),
-        0,
+        hits,
         "the key set was fetched for an oversized token"
     );
     // The same claims without the padding verify: size was the only reason.

@@ -37,6 +37,9 @@ fn token_for(idp: &MockIdp, upn: &str) -> String {
         .unwrap()
 }
 
+/// The person most tests act as, and the recipient of their expenses.
+pub const JOHN: &str = "john@contoso.com";
+
 async fn new_expense(app: &TestApp, recipient: Option<&str>) -> String {
     app.state
         .decisions
@@ -117,7 +120,7 @@ fn decision_line(card: &Value) -> String {
 #[tokio::test]
 async fn the_first_decision_is_recorded_and_the_card_refreshed() {
     let p = provider(&[]).await;
-    let id = new_expense(&p.app, None).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
     let token = token_for(&p.idp, "john@contoso.com");
     let r = press(
         &p.app,
@@ -149,7 +152,7 @@ async fn the_first_decision_is_recorded_and_the_card_refreshed() {
 #[tokio::test]
 async fn pressing_again_is_already_and_the_other_action_is_409() {
     let p = provider(&[]).await;
-    let id = new_expense(&p.app, None).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
     let token = token_for(&p.idp, "john@contoso.com");
     assert_eq!(
         press(
@@ -177,7 +180,7 @@ async fn pressing_again_is_already_and_the_other_action_is_409() {
     assert!(again.update);
     let other = press(
         &p.app,
-        &token_for(&p.idp, "jane@contoso.com"),
+        &token,
         json!({"expenseId": id, "action": "approve"}),
         Some("c"),
     )
@@ -193,7 +196,7 @@ async fn pressing_again_is_already_and_the_other_action_is_409() {
 #[tokio::test]
 async fn the_same_action_request_id_gets_exactly_the_first_answer() {
     let p = provider(&[]).await;
-    let id = new_expense(&p.app, None).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
     let token = token_for(&p.idp, "john@contoso.com");
     let first = press(
         &p.app,
@@ -239,7 +242,7 @@ async fn an_unknown_expense_is_404_and_the_seed_shape_records_nothing() {
 #[tokio::test]
 async fn the_card_endpoint_returns_the_current_card_for_auto_invoke() {
     let p = provider(&[]).await;
-    let id = new_expense(&p.app, None).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
     let token = token_for(&p.idp, "john@contoso.com");
     let r = press_at(
         &p.app,
@@ -296,7 +299,12 @@ async fn the_card_endpoint_returns_the_current_card_for_auto_invoke() {
 async fn a_ticket_for_someone_else_is_403_and_the_recipients_ticket_works() {
     let p = provider(&[]).await;
     let id = new_expense(&p.app, Some("adelev@contoso.com")).await;
-    let ticket = p.app.state.tickets.issue(&id, "AdeleV@contoso.com", now());
+    let ticket = p
+        .app
+        .state
+        .actions
+        .tickets
+        .issue(&id, "AdeleV@contoso.com", now());
     let alex = token_for(&p.idp, "AlexW@contoso.com");
     let r = press(
         &p.app,
@@ -343,7 +351,7 @@ async fn a_ticket_for_someone_else_is_403_and_the_recipients_ticket_works() {
 #[tokio::test]
 async fn action_require_ticket_refuses_actions_without_one() {
     let p = provider(&[("ACTION_REQUIRE_TICKET", "true")]).await;
-    let id = new_expense(&p.app, None).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
     let token = token_for(&p.idp, "john@contoso.com");
     let r = press(
         &p.app,
@@ -357,16 +365,34 @@ async fn action_require_ticket_refuses_actions_without_one() {
     assert_eq!(r.status, 403, "the seed shape needs a ticket too");
 }
 
+/// Forty presses at once by the card's recipient (Approve and Reject mixed,
+/// each with its own request id, as forty clicks would be), and ten by
+/// people the card was not sent to.
 async fn forty_presses(apps: &[Arc<TestApp>], idp: &MockIdp, id: &str) {
     let mut tasks = Vec::new();
+    let mut strangers = Vec::new();
     for i in 0..40 {
         let app = apps[i % apps.len()].clone();
-        let token = token_for(idp, &format!("person{i}@contoso.com"));
+        let token = token_for(idp, JOHN);
         let action = if i % 2 == 0 { "approve" } else { "reject" };
         let body = json!({"expenseId": id, "action": action});
+        let rid = format!("press-{i}");
         tasks.push(tokio::spawn(async move {
-            (action, press(&app, &token, body, None).await)
+            (action, press(&app, &token, body, Some(&rid)).await)
         }));
+        if i % 4 == 0 {
+            let app = apps[i % apps.len()].clone();
+            let token = token_for(idp, &format!("person{i}@contoso.com"));
+            let body = json!({"expenseId": id, "action": action});
+            strangers.push(tokio::spawn(async move {
+                press(&app, &token, body, None).await
+            }));
+        }
+    }
+    for s in strangers {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 403);
+        assert!(r.card.is_none(), "someone else's card was shown");
     }
     let mut replies = Vec::new();
     for t in tasks {
@@ -404,7 +430,7 @@ async fn forty_presses(apps: &[Arc<TestApp>], idp: &MockIdp, id: &str) {
 #[tokio::test]
 async fn forty_concurrent_mixed_presses_record_exactly_one_decision_in_sqlite() {
     let p = provider(&[]).await;
-    let id = new_expense(&p.app, None).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
     forty_presses(&[Arc::new(p.app)], &p.idp, &id).await;
 }
 
@@ -420,7 +446,7 @@ async fn forty_concurrent_mixed_presses_over_two_instances_sharing_redis_record_
     ];
     let a = Arc::new(spawn_with(idp.settings(&vars)).await);
     let b = Arc::new(spawn_with(idp.settings(&vars)).await);
-    let id = new_expense(&a, None).await;
+    let id = new_expense(&a, Some(JOHN)).await;
     assert!(
         b.state.decisions.expense(&id).await.unwrap().is_some(),
         "the instances share the store"
@@ -534,37 +560,31 @@ async fn a_decision_survives_the_process_being_killed() {
     // An expense made through a store opened beside the app (same file).
     let mut child = start();
     wait_ready().await;
-    let store = outlook_inbox::store::sqlite::SqliteStore::open(&dir).unwrap();
+    let store = outlook_inbox::store::Store::new(outlook_inbox::store::Backend::Sqlite(
+        outlook_inbox::store::sqlite::SqliteStore::open(&dir).unwrap(),
+    ));
     let id = store
         .create_expense(NewExpense {
             amount_cents: 100,
             currency: "EUR".into(),
             submitter: "Megan Bowen".into(),
             purpose: "Taxi".into(),
-            recipient: None,
+            recipient: Some(JOHN.into()),
             created_at: now(),
         })
         .await
         .unwrap()
         .id;
-    // Give the app its v1 issuer (discovered in the background at start-up).
-    let token = token_for(&idp, "john@contoso.com");
-    let mut status = 0;
-    for _ in 0..100 {
-        let r = client
-            .post(format!("{base}/api/expense"))
-            .bearer_auth(&token)
-            .json(&json!({"expenseId": id, "action": "approve"}))
-            .send()
-            .await
-            .unwrap();
-        status = r.status().as_u16();
-        if status != 503 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    assert_eq!(status, 200);
+    // Ready means ready: once /healthz said 200, a v1 token is judged at once.
+    let token = token_for(&idp, JOHN);
+    let r = client
+        .post(format!("{base}/api/expense"))
+        .bearer_auth(&token)
+        .json(&json!({"expenseId": id, "action": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // SIGKILL right after the 200: no shutdown, no flush.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -572,7 +592,7 @@ async fn a_decision_survives_the_process_being_killed() {
     wait_ready().await;
     let r = client
         .post(format!("{base}/api/expense"))
-        .bearer_auth(token_for(&idp, "jane@contoso.com"))
+        .bearer_auth(token_for(&idp, JOHN))
         .json(&json!({"expenseId": id, "action": "reject"}))
         .send()
         .await
@@ -722,6 +742,7 @@ async fn a_sent_card_carries_the_card_in_its_head_with_tickets_and_the_originato
         assert!(
             p.app
                 .state
+                .actions
                 .tickets
                 .check(ticket, &id, "abeli@contoso.com", now())
                 .is_ok()

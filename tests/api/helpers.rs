@@ -67,15 +67,11 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
     let state = app.state();
     let demo = app.demo();
     tokio::spawn(app.run_until_stopped());
-    // Discovery (v2 and v1) runs in the background from the start; give it a
-    // moment so that tests begin where a running server is. An unreachable
-    // authority (some tests want one) just ends the wait.
-    for _ in 0..100 {
-        if state.provider.v1_issuer().is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Discovery (v2 and v1) and the keys load in the background from the
+    // start; tests begin where a deployment sends traffic: once the app says
+    // it is ready. An unreachable authority (some tests want one) just ends
+    // the wait.
+    state.ready.wait(Duration::from_secs(3)).await;
     TestApp {
         address,
         client: browser(),

@@ -263,7 +263,10 @@ async fn an_unreachable_authority_gives_a_clear_page_and_the_app_keeps_running()
             .await
             .contains("Microsoft sign-in is unreachable right now")
     );
-    assert_eq!(app.get("/healthz").await.status(), 200);
+    // Ready means ready: nothing that needs the identity platform can work.
+    let h = app.get("/healthz").await;
+    assert_eq!(h.status(), 503);
+    assert_eq!(body(h).await, "identity platform unavailable");
     assert_eq!(app.get("/").await.status(), 200);
 }
 

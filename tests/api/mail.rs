@@ -306,7 +306,8 @@ async fn malformed_json_gets_an_explanation() {
 async fn a_token_too_big_for_a_cookie_gets_a_page_naming_the_redis_store() {
     let idp = MockIdp::start().await;
     let app = spawn_with(idp.settings(&[])).await;
-    let big = format!("eyJ0eXAiOiJKV1QifQ.{}.sig", "A".repeat(4500));
+    // Beyond what the numbered cookies carry (about 11 KB of token).
+    let big = format!("eyJ0eXAiOiJKV1QifQ.{}.sig", "A".repeat(16_000));
     let r = idp.sign_in_valid(&app, json!({"access_token": big})).await;
     assert_eq!(r.status(), 413);
     for cookie in r.headers().get_all("set-cookie") {
