@@ -12,12 +12,12 @@ use crate::helpers::*;
 const APP_ID_URI: &str = "api://auth-am-decisions/6cb04018-a3f5-46a7-b995-940c78f5aef3";
 const STATUS: &str = "CARD-ACTION-STATUS";
 
-struct Provider {
-    idp: MockIdp,
-    app: TestApp,
+pub struct Provider {
+    pub idp: MockIdp,
+    pub app: TestApp,
 }
 
-async fn provider(extra: &[(&str, &str)]) -> Provider {
+pub async fn provider(extra: &[(&str, &str)]) -> Provider {
     let idp = MockIdp::start().await;
     let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
     let mut vars = vec![("ACTION_AUDIENCE", audiences.as_str())];
@@ -26,7 +26,7 @@ async fn provider(extra: &[(&str, &str)]) -> Provider {
     Provider { idp, app }
 }
 
-fn token_for(idp: &MockIdp, upn: &str) -> String {
+pub fn token_for(idp: &MockIdp, upn: &str) -> String {
     let now = now();
     idp.signer
         .sign(&json!({
@@ -40,7 +40,7 @@ fn token_for(idp: &MockIdp, upn: &str) -> String {
 /// The person most tests act as, and the recipient of their expenses.
 pub const JOHN: &str = "john@contoso.com";
 
-async fn new_expense(app: &TestApp, recipient: Option<&str>) -> String {
+pub async fn new_expense(app: &TestApp, recipient: Option<&str>) -> String {
     app.state
         .decisions
         .create_expense(NewExpense {
@@ -56,18 +56,18 @@ async fn new_expense(app: &TestApp, recipient: Option<&str>) -> String {
         .id
 }
 
-struct Reply {
-    status: u16,
-    message: Option<String>,
-    update: bool,
-    card: Option<Value>,
+pub struct Reply {
+    pub status: u16,
+    pub message: Option<String>,
+    pub update: bool,
+    pub card: Option<Value>,
 }
 
-async fn press(app: &TestApp, token: &str, body: Value, request_id: Option<&str>) -> Reply {
+pub async fn press(app: &TestApp, token: &str, body: Value, request_id: Option<&str>) -> Reply {
     press_at(app, "/api/expense", token, body, request_id).await
 }
 
-async fn press_at(
+pub async fn press_at(
     app: &TestApp,
     path: &str,
     token: &str,
@@ -107,7 +107,7 @@ async fn press_at(
     }
 }
 
-fn decision_line(card: &Value) -> String {
+pub fn decision_line(card: &Value) -> String {
     card["body"]
         .as_array()
         .unwrap()
@@ -676,18 +676,15 @@ async fn sending_is_off_without_an_originator_and_with_outlook() {
     );
 }
 
-#[tokio::test]
-async fn a_sent_card_carries_the_card_in_its_head_with_tickets_and_the_originator() {
+/// Signs in to `p`'s app, has it send a card (Graph accepting the mail),
+/// and returns the email's HTML and the card from its `<head>`.
+pub async fn send_a_card(p: &Provider) -> (String, Value) {
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, ResponseTemplate};
-    let p = provider(&[("ACTION_ORIGINATOR", "5f3c2a1e-0000-4000-8000-000000000001")]).await;
-    let authorize = p.app.start_sign_in().await;
-    assert!(query(&authorize, "scope").unwrap().contains("Mail.Send"));
     p.idp.sign_in_ok(&p.app).await;
     Mock::given(method("POST"))
         .and(path("/v1.0/me/sendMail"))
         .respond_with(ResponseTemplate::new(202))
-        .expect(1)
         .mount(&p.idp.server)
         .await;
     let r = p
@@ -702,35 +699,61 @@ async fn a_sent_card_carries_the_card_in_its_head_with_tickets_and_the_originato
     let requests = p.idp.server.received_requests().await.unwrap();
     let sent = requests
         .iter()
-        .find(|r| r.url.path() == "/v1.0/me/sendMail")
+        .rfind(|r| r.url.path() == "/v1.0/me/sendMail")
         .unwrap();
     let mail: Value = serde_json::from_slice(&sent.body).unwrap();
+    let html = mail["message"]["body"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let head = &html[..html.find("</head>").unwrap()];
+    let open = "<script type=\"application/adaptivecard+json\">";
+    let start = head.find(open).unwrap() + open.len();
+    let json = &head[start..start + head[start..].find("</script>").unwrap()];
+    assert!(
+        !json.contains(['<', '>', '&']),
+        "the card JSON carries raw markup characters: {json}"
+    );
+    let card: Value = serde_json::from_str(json).unwrap();
+    (html, card)
+}
+
+/// The expense id a card is for.
+pub fn card_expense(card: &Value) -> String {
+    card["body"][0]["text"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Expense report ")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_sent_card_carries_the_card_in_its_head_with_tickets_and_the_originator() {
+    let p = provider(&[("ACTION_ORIGINATOR", "5f3c2a1e-0000-4000-8000-000000000001")]).await;
+    let authorize = p.app.start_sign_in().await;
+    assert!(query(&authorize, "scope").unwrap().contains("Mail.Send"));
+    let (html, card) = send_a_card(&p).await;
+    let requests = p.idp.server.received_requests().await.unwrap();
+    let sent: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/v1.0/me/sendMail")
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let mail: Value = serde_json::from_slice(&sent[0].body).unwrap();
     assert_eq!(mail["saveToSentItems"], true);
     assert_eq!(
         mail["message"]["toRecipients"][0]["emailAddress"]["address"],
         "AbeLi@contoso.com"
     );
-    let html = mail["message"]["body"]["content"].as_str().unwrap();
     assert_eq!(mail["message"]["body"]["contentType"], "HTML");
-    let head = &html[..html.find("</head>").unwrap()];
-    let start = head
-        .find("<script type=\"application/adaptivecard+json\">")
-        .unwrap()
-        + 45;
-    let card: Value =
-        serde_json::from_str(&head[start..head.find("</script>").unwrap()].replace("<\\/", "</"))
-            .unwrap();
     assert_eq!(card["originator"], "5f3c2a1e-0000-4000-8000-000000000001");
     assert_eq!(card["version"], "1.0");
     assert_eq!(
         card["autoInvokeAction"]["url"],
         format!("{}/api/expense/card", p.app.address)
     );
-    let id = card["body"][0]["text"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("Expense report ")
-        .to_owned();
+    let id = card_expense(&card);
+    let tickets = &p.app.state.actions.tickets;
     for (i, action) in ["approve", "reject"].iter().enumerate() {
         let button = &card["actions"][i];
         assert_eq!(button["type"], "Action.Http");
@@ -740,14 +763,24 @@ async fn a_sent_card_carries_the_card_in_its_head_with_tickets_and_the_originato
         assert_eq!(payload["expenseId"], id.as_str());
         let ticket = payload["ticket"].as_str().unwrap();
         assert!(
-            p.app
-                .state
-                .actions
-                .tickets
+            tickets
                 .check(ticket, &id, "abeli@contoso.com", now())
                 .is_ok()
         );
     }
-    // A readable body for mail clients that show no cards.
-    assert!(html.contains(&id) && html.contains("Megan Bowen") || html.contains("Submitted by"));
+    let refresh: Value =
+        serde_json::from_str(card["autoInvokeAction"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(refresh["expenseId"], id.as_str());
+    let ticket = refresh["ticket"].as_str().unwrap();
+    assert!(
+        tickets
+            .check(ticket, &id, "abeli@contoso.com", now())
+            .is_ok()
+    );
+    // A readable body for mail clients that show no cards: the expense and
+    // who submitted it, in the text after <body> (the card in <head> does not count).
+    let submitter = card["body"][1]["facts"][1]["value"].as_str().unwrap();
+    let readable = &html[html.find("<body").unwrap()..];
+    assert!(readable.contains(&id), "{readable}");
+    assert!(readable.contains(submitter), "{readable}");
 }

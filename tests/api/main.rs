@@ -14,3 +14,4 @@ mod reading;
 mod redis_store;
 mod redis_tls;
 mod sharepoint;
+mod trust;
