@@ -301,18 +301,8 @@ async fn an_action_during_start_up_discovery_waits_for_it_instead_of_fetching_ag
         .mount(&idp.server)
         .await;
     let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
-    let built = outlook_inbox::startup::Application::build(
-        idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]),
-    )
-    .await
-    .unwrap();
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{}", built.port()),
-        client: browser(),
-        state: built.state(),
-        demo: None,
-    };
-    tokio::spawn(built.run_until_stopped());
+    let app =
+        TestApp::start_unready(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
     let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
     assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 200);
     let fetches = idp.server.received_requests().await.unwrap();
@@ -352,12 +342,7 @@ async fn no_accepted_sign_in_sends_a_set_cookie_over_4096_bytes() {
     // Access tokens with `/`, `+` and `=`, from one cookie to more than the
     // numbered cookies carry.
     for size in (2400..14_400).step_by(600) {
-        let person = TestApp {
-            address: app.address.clone(),
-            client: browser(),
-            state: app.state.clone(),
-            demo: None,
-        };
+        let person = app.another_browser();
         let token = format!("eyJ0eXAiOiJKV1QifQ.{}.s", "a/b+c=".repeat(size / 6));
         let r = idp
             .sign_in_valid(&person, json!({"access_token": token}))

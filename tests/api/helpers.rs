@@ -81,6 +81,30 @@ pub async fn spawn_with(settings: Settings) -> TestApp {
 }
 
 impl TestApp {
+    /// The same app, seen from a second browser (its own cookies).
+    pub fn another_browser(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            client: browser(),
+            state: self.state.clone(),
+            demo: self.demo.clone(),
+        }
+    }
+
+    /// Builds and starts the app without waiting for it to be ready (tests
+    /// of start-up itself).
+    pub async fn start_unready(settings: Settings) -> TestApp {
+        let built = Application::build(settings).await.expect("the app builds");
+        let app = TestApp {
+            address: format!("http://127.0.0.1:{}", built.port()),
+            client: browser(),
+            state: built.state(),
+            demo: built.demo(),
+        };
+        tokio::spawn(built.run_until_stopped());
+        app
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()

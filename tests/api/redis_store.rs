@@ -212,12 +212,7 @@ async fn redis_down_gives_503_pages_and_health_and_recovers_without_a_restart() 
         "Redis did not come back"
     );
     // Redis kept nothing (no persistence): sign in again, and it all works.
-    let fresh = TestApp {
-        address: app.address.clone(),
-        client: browser(),
-        state: app.state.clone(),
-        demo: None,
-    };
+    let fresh = app.another_browser();
     idp.sign_in_ok(&fresh).await;
     let r = fresh.get("/mail").await;
     assert_eq!(r.status(), 200);

@@ -350,12 +350,7 @@ async fn the_eleventh_send_in_a_minute_is_429_with_retry_after() {
     let page = body(r).await;
     assert!(page.contains("at most 10 test cards a minute"), "{page}");
     // Another person has their own ten.
-    let other = TestApp {
-        address: app.address.clone(),
-        client: browser(),
-        state: app.state.clone(),
-        demo: app.demo.clone(),
-    };
+    let other = app.another_browser();
     sign_in_as(&other, 1).await;
     let r = other
         .client
@@ -522,12 +517,7 @@ async fn access_tokens_of_3_5_and_7_5_kb_sign_in_on_the_cookie_store() {
         .mount(&idp.server)
         .await;
     for kb in [3.0, 5.0, 7.5] {
-        let person = TestApp {
-            address: app.address.clone(),
-            client: browser(),
-            state: app.state.clone(),
-            demo: None,
-        };
+        let person = app.another_browser();
         let token = access_token((kb * 1024.0) as usize);
         let r = idp
             .sign_in_valid(&person, json!({"access_token": token}))
@@ -647,12 +637,7 @@ async fn a_piece_from_another_session_is_no_session_not_an_error() {
     let app = spawn_with(idp.settings(&[])).await;
     idp.sign_in_valid(&app, json!({"access_token": access_token(6_000)}))
         .await;
-    let other = TestApp {
-        address: app.address.clone(),
-        client: browser(),
-        state: app.state.clone(),
-        demo: None,
-    };
+    let other = app.another_browser();
     let r = idp
         .sign_in_valid(&other, json!({"access_token": access_token(6_000)}))
         .await;
@@ -677,10 +662,11 @@ async fn a_piece_from_another_session_is_no_session_not_an_error() {
 
 // ---- 9. ready means ready ----
 
-#[tokio::test]
-async fn a_v1_action_token_sent_the_moment_healthz_first_says_200_is_accepted() {
+/// The app against a mock identity platform whose v1 discovery answers
+/// only after `delay`, started without waiting for it to be ready.
+async fn slow_v1_discovery(delay: Duration) -> (MockIdp, TestApp) {
     let idp = MockIdp::start().await;
-    // Slow v1 discovery (mounted first, so it wins over the mock's own).
+    // Mounted with a higher priority than the mock's own document.
     Mock::given(method("GET"))
         .and(path("/common/.well-known/openid-configuration"))
         .respond_with(
@@ -689,24 +675,33 @@ async fn a_v1_action_token_sent_the_moment_healthz_first_says_200_is_accepted() 
                     "issuer": format!("{}/sts/{{tenantid}}/", idp.uri()),
                     "jwks_uri": format!("{}/common/discovery/keys", idp.uri()),
                 }))
-                .set_delay(Duration::from_millis(600)),
+                .set_delay(delay),
         )
         .with_priority(1)
         .mount(&idp.server)
         .await;
     let audiences = format!("api://auth-am-decisions/{CLIENT_ID},{CLIENT_ID}");
-    let built = outlook_inbox::startup::Application::build(
-        idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]),
-    )
-    .await
-    .unwrap();
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{}", built.port()),
-        client: browser(),
-        state: built.state(),
-        demo: None,
-    };
-    tokio::spawn(built.run_until_stopped());
+    let app =
+        TestApp::start_unready(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
+    (idp, app)
+}
+
+/// A v1 Entra action token for `upn`, as the Actions service sends.
+fn v1_action_token(idp: &MockIdp, upn: &str) -> String {
+    let now = now();
+    idp.signer
+        .sign(&json!({
+            "aud": format!("api://auth-am-decisions/{CLIENT_ID}"), "iss": idp.v1_issuer(),
+            "iat": now, "nbf": now, "exp": now + 3600,
+            "appid": outlook_inbox::jwt::action_token::ACTIONS_APP_ID,
+            "tid": TENANT, "upn": upn, "ver": "1.0",
+        }))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_v1_action_token_sent_the_moment_healthz_first_says_200_is_accepted() {
+    let (idp, app) = slow_v1_discovery(Duration::from_millis(600)).await;
     let mut saw_not_ready = false;
     loop {
         let r = app.get("/healthz").await;
@@ -721,60 +716,16 @@ async fn a_v1_action_token_sent_the_moment_healthz_first_says_200_is_accepted() 
         saw_not_ready,
         "healthz said 200 before v1 discovery was done"
     );
-    let now = now();
-    let token = idp
-        .signer
-        .sign(&json!({
-            "aud": format!("api://auth-am-decisions/{CLIENT_ID}"), "iss": idp.v1_issuer(),
-            "iat": now, "nbf": now, "exp": now + 3600,
-            "appid": outlook_inbox::jwt::action_token::ACTIONS_APP_ID,
-            "tid": TENANT, "upn": JOHN, "ver": "1.0",
-        }))
-        .unwrap();
+    let token = v1_action_token(&idp, JOHN);
     let r = press(&app, &token, json!({"action": "approve"}), None).await;
     assert_eq!(r.status, 200, "{:?}", r.message);
 }
 
 #[tokio::test]
 async fn an_action_that_arrives_before_ready_waits_for_it_instead_of_failing() {
-    let idp = MockIdp::start().await;
-    Mock::given(method("GET"))
-        .and(path("/common/.well-known/openid-configuration"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({
-                    "issuer": format!("{}/sts/{{tenantid}}/", idp.uri()),
-                    "jwks_uri": format!("{}/common/discovery/keys", idp.uri()),
-                }))
-                .set_delay(Duration::from_millis(700)),
-        )
-        .with_priority(1)
-        .mount(&idp.server)
-        .await;
-    let audiences = format!("api://auth-am-decisions/{CLIENT_ID},{CLIENT_ID}");
-    let built = outlook_inbox::startup::Application::build(
-        idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]),
-    )
-    .await
-    .unwrap();
-    let app = TestApp {
-        address: format!("http://127.0.0.1:{}", built.port()),
-        client: browser(),
-        state: built.state(),
-        demo: None,
-    };
-    tokio::spawn(built.run_until_stopped());
+    let (idp, app) = slow_v1_discovery(Duration::from_millis(700)).await;
     assert!(!app.state.ready.is_loaded());
-    let now = now();
-    let token = idp
-        .signer
-        .sign(&json!({
-            "aud": format!("api://auth-am-decisions/{CLIENT_ID}"), "iss": idp.v1_issuer(),
-            "iat": now, "nbf": now, "exp": now + 3600,
-            "appid": outlook_inbox::jwt::action_token::ACTIONS_APP_ID,
-            "tid": TENANT, "upn": JOHN, "ver": "1.0",
-        }))
-        .unwrap();
+    let token = v1_action_token(&idp, JOHN);
     let r = press(&app, &token, json!({"action": "approve"}), None).await;
     assert_eq!(r.status, 200, "{:?}", r.message);
 }
