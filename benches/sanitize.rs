@@ -1,4 +1,7 @@
-//! Sanitizing message bodies: the 1 MB hostile thread and a 50 KB newsletter.
+//! Sanitizing message bodies: the 1 MB hostile thread, a 50 KB newsletter,
+//! and every pathological shape of `mail::depth::pathological` at the 2 MiB
+//! cap (each must stay within about 100 ms: the guard keeps the HTML5 tree
+//! builder linear).
 //!
 //! `cargo bench --bench sanitize`
 
@@ -6,6 +9,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use outlook_inbox::demo::bodies;
+use outlook_inbox::mail::depth::pathological;
 use outlook_inbox::mail::sanitize::Sanitizer;
 
 /// A newsletter of about `bytes` bytes (the demo's, repeated).
@@ -27,6 +31,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("50 KB newsletter", |b| {
         b.iter(|| sanitizer.clean(&news, false))
     });
+    group.finish();
+    let mut group = c.benchmark_group("pathological 2 MiB");
+    group.sample_size(10);
+    for (name, html) in pathological(2 * 1024 * 1024) {
+        group.bench_function(name, |b| b.iter(|| sanitizer.clean(&html, false)));
+    }
     group.finish();
 }
 

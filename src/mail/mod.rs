@@ -1,6 +1,7 @@
 //! The mail API: Microsoft Graph or the Outlook REST v2.0 shape.
 
 mod client;
+pub mod depth;
 pub mod model;
 pub mod routes;
 pub mod sanitize;

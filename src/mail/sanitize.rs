@@ -19,15 +19,14 @@
 //! cannot run script or reach another host.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 /// Shown instead of an image that is not loaded: a grey box with a small
 /// picture icon. It has no size of its own, so it takes the box the image
 /// would have had (its `width` and `height`).
-pub const IMAGE_PLACEHOLDER: &str = "data:image/svg+xml;charset=utf-8,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%3E%3Crect%20width%3D%22100%25%22%20height%3D%22100%25%22%20fill%3D%22%23e5e7eb%22%2F%3E%3Csvg%20x%3D%2250%25%22%20y%3D%2250%25%22%20overflow%3D%22visible%22%3E%3Cpath%20transform%3D%22translate%28-12%20-9%29%22%20d%3D%22M0%2018l7-9%205%206%204-4%208%207z%22%20fill%3D%22%239ca3af%22%2F%3E%3C%2Fsvg%3E%3C%2Fsvg%3E";
+pub const IMAGE_PLACEHOLDER: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'%3E%3Crect width='100%25' height='100%25' fill='%23e5e7eb'/%3E%3Csvg x='50%25' y='50%25' overflow='visible'%3E%3Cpath transform='translate(-12 -9)' d='M0 18l7-9 5 6 4-4 8 7z' fill='%239ca3af'/%3E%3C/svg%3E%3C/svg%3E";
 
 /// CSS properties an inline `style` may keep: none of them takes a URL.
-const STYLE_PROPERTIES: &[&str] = &[
+pub const STYLE_PROPERTIES: &[&str] = &[
     "color",
     "background-color",
     "font",
@@ -84,6 +83,9 @@ pub struct Sanitizer {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Cleaned {
     pub html: String,
+    /// The body was nested deeper than is shown, and its layout simplified
+    /// (see [`super::depth`]).
+    pub flattened: bool,
 }
 
 impl Sanitizer {
@@ -103,8 +105,18 @@ impl Sanitizer {
         } else {
             &self.blocking
         };
+        let guarded = super::depth::guard(html);
+        // Serialized straight into the answer's buffer (ammonia's Display
+        // goes through a second buffer).
+        let mut out = Vec::with_capacity(guarded.html.len() + guarded.html.len() / 4);
+        let html = match policy.clean(&guarded.html).write_to(&mut out) {
+            Ok(()) => String::from_utf8(out)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            Err(_) => String::new(),
+        };
         Cleaned {
-            html: policy.clean(html).to_string(),
+            html,
+            flattened: guarded.flattened,
         }
     }
 }
@@ -121,7 +133,6 @@ fn builder(remote_images: bool, extra_origin: Option<String>) -> ammonia::Builde
         .add_tag_attributes("th", ["width", "height", "valign", "bgcolor", "nowrap"])
         .add_tag_attributes("tr", ["valign", "bgcolor"])
         .add_tag_attributes("font", ["color", "size", "face"])
-        .filter_style_properties(STYLE_PROPERTIES.iter().copied().collect::<HashSet<_>>())
         .url_schemes(
             ["http", "https", "mailto", "data", "cid"]
                 .into_iter()
@@ -173,10 +184,53 @@ fn filter<'u>(
             // plain http (which the frame's policy would refuse anyway).
             _ => Some(Cow::Borrowed(IMAGE_PLACEHOLDER)),
         },
+        (_, "style") => style(value),
         // Any other URL-bearing attribute that made it through the allow-list.
         (_, "cite" | "background" | "srcset" | "poster") => None,
         _ => Some(Cow::Borrowed(value)),
     }
+}
+
+/// An inline `style` with only the allowed properties, each with a value
+/// that can reach nothing (no `url(`, `image(`, `expression(`…, no escape
+/// or comment that could hide one). Borrowed, without an allocation, when
+/// every declaration stays as it is (the common case).
+fn style(value: &str) -> Option<Cow<'_, str>> {
+    fn allowed(declaration: &str) -> Option<(&str, &str)> {
+        let (name, v) = declaration.split_once(':')?;
+        let (name, v) = (name.trim(), v.trim());
+        let known = STYLE_PROPERTIES
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(name));
+        let lower_has = |needle: &str| {
+            v.as_bytes()
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+        };
+        let safe = !v.is_empty()
+            && !v.contains(['\\', '<', '>', '{', '}', '@'])
+            && !v.contains("/*")
+            && ![
+                "url(",
+                "image(",
+                "image-set(",
+                "expression(",
+                "element(",
+                "src(",
+            ]
+            .iter()
+            .any(|f| lower_has(f));
+        (known && safe).then_some((name, v))
+    }
+    let declarations = value.split(';').filter(|d| !d.trim().is_empty());
+    if declarations.clone().all(|d| allowed(d).is_some()) {
+        return (!value.trim().is_empty()).then_some(Cow::Borrowed(value));
+    }
+    let kept: Vec<String> = declarations
+        .filter_map(allowed)
+        .map(|(n, v)| format!("{}:{v}", n.to_ascii_lowercase()))
+        .collect();
+    (!kept.is_empty()).then(|| Cow::Owned(kept.join(";")))
 }
 
 #[cfg(test)]
@@ -344,6 +398,46 @@ mod tests {
         );
         assert!(out.contains("data:image/png;base64,iVBORw0KGgo="), "{out}");
         assert!(!out.contains("data:text/html"), "{out}");
+    }
+
+    #[test]
+    fn inline_styles_keep_only_listed_properties_that_reach_nothing() {
+        let kept = |style: &str| {
+            clean(&format!("<p style=\"{style}\">x</p>"))
+                .split("style=\"")
+                .nth(1)
+                .map(|s| s.split('"').next().unwrap_or("").to_owned())
+        };
+        // Untouched (and not copied) when every declaration stays.
+        assert_eq!(
+            super::style("color: #333; padding: 8px"),
+            Some(Cow::Borrowed("color: #333; padding: 8px"))
+        );
+        assert_eq!(
+            kept("color:#333;position:fixed").as_deref(),
+            Some("color:#333")
+        );
+        assert_eq!(kept("COLOR: Red").as_deref(), Some("COLOR: Red"));
+        assert_eq!(
+            kept("color: rgb(1, 2, 3)").as_deref(),
+            Some("color: rgb(1, 2, 3)")
+        );
+        for bad in [
+            "background: url(https://t.example/p.gif)",
+            "background-color: red; width: expression(alert(1))",
+            "color: red; background-image: URL(x)",
+            "width: 1px; color: u\\72l(x)",
+            "color: red /* url(x) */",
+            "border: image-set(x 1x)",
+            "position: absolute",
+        ] {
+            let out = kept(bad).unwrap_or_default().to_ascii_lowercase();
+            for f in ["url", "expression", "image", "position", "\\", "/*"] {
+                assert!(!out.contains(f), "{bad} kept {out}");
+            }
+        }
+        assert_eq!(kept("position: fixed"), None);
+        assert_eq!(kept(""), None);
     }
 
     #[test]
