@@ -83,6 +83,12 @@ pub struct InboxView {
     pub newer: Option<u32>,
     /// The page of older messages, if any.
     pub older: Option<u32>,
+    /// Search results for these words (`/mail?q=…`), not the Inbox.
+    pub query: Option<String>,
+    /// A later page of search results.
+    pub continued: bool,
+    /// "More results" (the search's next page).
+    pub more_href: Option<String>,
     pub rows: Vec<MessageRow>,
 }
 
@@ -128,7 +134,7 @@ pub struct MessageView {
     pub received_text: Option<String>,
     pub received_iso: Option<String>,
     pub important: bool,
-    pub attachments: Vec<(String, Option<String>)>,
+    pub attachments: Vec<AttachmentRow>,
     /// "Open in Outlook on the web", when the link is to Outlook itself.
     pub web_link: Option<String>,
     pub images: bool,
@@ -150,9 +156,10 @@ impl MessageView {
             name: m.from_name.clone(),
             address: m.from_address.clone(),
         });
+        let href = format!("/mail/{}", m.id.as_deref().unwrap_or_default());
         MessageView {
             chrome,
-            href: format!("/mail/{}", m.id.as_deref().unwrap_or_default()),
+            href: href.clone(),
             subject: m.subject,
             from,
             to: m.to,
@@ -163,7 +170,8 @@ impl MessageView {
             attachments: m
                 .attachments
                 .into_iter()
-                .map(|a| (a.name, a.size.map(readable_size)))
+                .filter(|a| !a.inline)
+                .map(|a| AttachmentRow::new(&href, a))
                 .collect(),
             web_link,
             images,
@@ -172,44 +180,96 @@ impl MessageView {
     }
 }
 
+/// An attachment as the message page lists it.
+pub struct AttachmentRow {
+    /// Its download (or link) page, when it has a usable id.
+    pub href: Option<String>,
+    pub name: String,
+    /// "message (.eml)" or "link", for what is not a plain file.
+    pub kind: Option<&'static str>,
+    pub size: Option<String>,
+    pub content_type: Option<String>,
+}
+
+impl AttachmentRow {
+    pub fn new(message_href: &str, a: crate::mail::model::Attachment) -> Self {
+        use crate::mail::model::AttachmentKind;
+        AttachmentRow {
+            href: a
+                .id
+                .as_ref()
+                .map(|aid| format!("{message_href}/attachments/{aid}")),
+            kind: match a.kind {
+                AttachmentKind::File => None,
+                AttachmentKind::Item => Some("message, .eml"),
+                AttachmentKind::Reference => Some("link to a file in cloud storage"),
+            },
+            size: a
+                .size
+                .filter(|_| a.kind != AttachmentKind::Reference)
+                .map(readable_size),
+            content_type: a.content_type,
+            name: a.name,
+        }
+    }
+}
+
 /// A message body as its own document (for the sandboxed frame): sanitized
 /// HTML, escaped text, or a one-line note.
 #[derive(Template)]
 #[template(path = "mail_body.html")]
-pub struct BodyView {
+pub struct BodyView<'a> {
     /// Already sanitized by [`crate::mail::sanitize`]; inserted as is.
-    pub html: Option<String>,
+    pub html: Option<&'a str>,
     /// Escaped by the template.
-    pub text: Option<String>,
-    pub note: Option<String>,
+    pub text: Option<&'a str>,
+    pub note: Option<&'a str>,
     pub truncated: bool,
+    /// Nested deeper than is shown: the layout was simplified.
+    pub flattened: bool,
 }
 
-impl BodyView {
-    pub fn html(html: String, truncated: bool) -> Self {
+impl<'a> BodyView<'a> {
+    pub fn html(html: &'a str, truncated: bool, flattened: bool) -> Self {
         Self {
             html: Some(html),
             text: None,
             note: None,
             truncated,
+            flattened,
         }
     }
-    pub fn text(text: String, truncated: bool) -> Self {
+    pub fn text(text: &'a str, truncated: bool) -> Self {
         Self {
             html: None,
             text: Some(text),
             note: None,
             truncated,
+            flattened: false,
         }
     }
-    pub fn note(note: &str) -> Self {
+    pub fn note(note: &'a str) -> Self {
         Self {
             html: None,
             text: None,
-            note: Some(note.to_owned()),
+            note: Some(note),
             truncated: false,
+            flattened: false,
         }
     }
+}
+
+/// A reference attachment: a link to a file in cloud storage.
+#[derive(Template)]
+#[template(path = "attachment_link.html")]
+pub struct AttachmentLinkView<'a> {
+    pub chrome: Chrome,
+    pub name: &'a str,
+    /// The https link, when the mail API gave one.
+    pub link: Option<&'a str>,
+    pub host: Option<&'a str>,
+    /// The message's page.
+    pub back: &'a str,
 }
 
 /// "Your test expense card is on its way".

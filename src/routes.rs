@@ -27,6 +27,7 @@ pub async fn home(state: web::Data<AppState>, session: TypedSession) -> HttpResp
         Some(user) => {
             let (profile, profile_note) = match state
                 .mail
+                .client
                 .profile(&user.access_token, &user.email)
                 .await
             {

@@ -64,6 +64,20 @@ pub struct SignedInUser {
     /// Kept only with the Redis store (never in a cookie).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Who this is, for what the server keeps per person (bodies read, mail
+    /// subscriptions): `{tid}/{oid}` from the ID token, never an address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+}
+
+impl SignedInUser {
+    /// The key of what the server keeps for this person: tenant and object
+    /// id when the ID token had them, else the address (a mailbox's own).
+    pub fn person_key(&self) -> String {
+        self.person
+            .clone()
+            .unwrap_or_else(|| format!("mail:{}", self.email.trim().to_lowercase()))
+    }
 }
 
 impl SignedInUser {
@@ -85,6 +99,7 @@ impl std::fmt::Debug for SignedInUser {
                 "refresh_token",
                 &self.refresh_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("person", &self.person)
             .finish()
     }
 }

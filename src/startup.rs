@@ -141,11 +141,7 @@ impl Application {
             },
             ready: Default::default(),
             decisions,
-            sanitizer: Arc::new(crate::mail::sanitize::Sanitizer::new(
-                settings
-                    .demo
-                    .then(|| settings.public_url.origin().ascii_serialization()),
-            )),
+
             cookie,
             session_key,
             redis,
@@ -157,7 +153,16 @@ impl Application {
                 settings.jwks_max_age,
                 settings.jwks_max_stale,
             )),
-            mail: MailClient::new(http.clone(), &mail_url, settings.mail_api),
+            mail: crate::state::MailParts {
+                client: MailClient::new(http.clone(), &mail_url, settings.mail_api),
+                reader: crate::mail::reader::Reader::new(Arc::new(
+                    crate::mail::sanitize::Sanitizer::new(
+                        settings
+                            .demo
+                            .then(|| settings.public_url.origin().ascii_serialization()),
+                    ),
+                )),
+            },
             http,
             demo_links: demo.clone().map(|d| d as Arc<dyn crate::state::DemoLinks>),
             settings,
@@ -364,6 +369,10 @@ fn server(
             .route("/mail", web::get().to(mail::routes::inbox))
             .route("/mail/{id}", web::get().to(mail::routes::message))
             .route("/mail/{id}/body", web::get().to(mail::routes::body))
+            .route(
+                "/mail/{id}/attachments/{aid}",
+                web::get().to(mail::attachments::download),
+            )
             .route("/api/expense", web::post().to(actions::expense))
             .route("/api/expense/card", web::post().to(actions::current_card))
             .route("/cards/send", web::post().to(crate::cards::routes::send))

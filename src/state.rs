@@ -34,7 +34,8 @@ pub struct AppState {
     pub ready: crate::ready::Readiness,
     /// What the action endpoints need besides the verifier.
     pub actions: ActionParts,
-    pub mail: MailClient,
+    /// The mail API and reading bodies.
+    pub mail: MailParts,
     /// What the app's own pages need from the demo stand-in (demo mode only).
     pub demo_links: Option<Arc<dyn DemoLinks>>,
     /// The shared session store, with `SESSION_STORE=redis`.
@@ -46,8 +47,14 @@ pub struct AppState {
     pub session_key: actix_web::cookie::Key,
     /// Expenses and their decisions (`DECISION_STORE`).
     pub decisions: crate::store::Store,
-    /// The message body policy, built once.
-    pub sanitizer: Arc<crate::mail::sanitize::Sanitizer>,
+}
+
+/// The mail API, and what reading a message body needs.
+pub struct MailParts {
+    pub client: MailClient,
+    /// Sanitizing (behind a concurrency limit), inline images, and the
+    /// per-person memory of bodies read.
+    pub reader: crate::mail::reader::Reader,
 }
 
 /// What the action endpoints need besides the verifier.

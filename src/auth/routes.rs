@@ -217,6 +217,10 @@ async fn finish_sign_in(
         sharepoint,
         // Only the server-side store keeps the refresh token; a cookie never does.
         refresh_token: refresh_token.filter(|_| redis),
+        person: match (&claims.tid, &claims.oid) {
+            (Some(tid), Some(oid)) => Some(format!("{tid}/{oid}")),
+            _ => None,
+        },
     };
     session.sign_in(&user, state.cookie.as_ref())?;
     tracing::info!(oid = ?claims.oid, tid = ?claims.tid, "signed in");
@@ -261,6 +265,10 @@ async fn sharepoint_user(
 
 /// Clears the session and signs out at the provider (RP-initiated logout).
 pub async fn signout(state: web::Data<AppState>, session: TypedSession) -> HttpResponse {
+    if let Some(user) = session.user() {
+        // What the server kept for this person goes with the session.
+        state.mail.reader.forget(&user.person_key());
+    }
     session.purge();
     let end_session = state
         .provider

@@ -159,6 +159,7 @@ pub async fn send(
     let subject = format!("Expense {} is waiting for your decision", expense.id);
     if let Err(e) = state
         .mail
+        .client
         .send_mail(
             &user.access_token,
             &user.email,

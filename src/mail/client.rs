@@ -6,7 +6,8 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::model::{
-    Body, Envelope, InboxPage, Message, Profile, RawBody, RawMessage, RawProfile, valid_id,
+    Attachment, AttachmentKind, Body, Envelope, InboxPage, Message, Profile, RawAttachment,
+    RawBody, RawMessage, RawProfile, valid_id,
 };
 use crate::http::read_limited;
 use crate::logging::clean;
@@ -24,6 +25,13 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
     .remove(b'-')
     .remove(b'_')
     .remove(b'=');
+
+/// A query parameter's value: everything but unreserved characters encoded.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 const IMMUTABLE_ID: &str = "IdType=\"ImmutableId\"";
 const BODY_HTML: &str = "outlook.body-content-type=\"html\"";
@@ -96,6 +104,43 @@ impl MailError {
     }
 }
 
+/// A message body as the API sent it, with its `changeKey`.
+#[derive(Debug)]
+pub struct BodyAnswer {
+    pub body: Body,
+    /// Cut at [`MAX_MESSAGE_BODY`].
+    pub truncated: bool,
+    pub change_key: Option<String>,
+}
+
+/// An inline image: what the body's `cid:` names, and its content.
+#[derive(Debug, Clone)]
+pub struct InlineImage {
+    pub content_id: String,
+    pub content_type: String,
+    /// Base64, as the API sent it.
+    pub base64: String,
+}
+
+/// `words` as one KQL phrase for `$search`: in double quotes, with `\` and
+/// `"` escaped, so that nothing in it is read as an operator or a property.
+pub fn kql_phrase(words: &str) -> String {
+    let mut phrase = String::with_capacity(words.len() + 2);
+    phrase.push('"');
+    for c in words.chars() {
+        match c {
+            '"' | '\\' => {
+                phrase.push('\\');
+                phrase.push(c);
+            }
+            c if c.is_control() => phrase.push(' '),
+            c => phrase.push(c),
+        }
+    }
+    phrase.push('"');
+    phrase
+}
+
 /// Reads the Inbox and the profile through the shared HTTP client.
 pub struct MailClient {
     http: reqwest::Client,
@@ -141,6 +186,7 @@ impl MailClient {
             .await?;
         Ok(InboxPage {
             more: envelope.next_link.is_some(),
+            next_link: None,
             messages: envelope.value.into_iter().map(Message::from).collect(),
         })
     }
@@ -165,10 +211,10 @@ impl MailClient {
     ) -> Result<Message, MailError> {
         let query = match self.api {
             MailApi::Graph => {
-                "$select=subject,from,toRecipients,ccRecipients,receivedDateTime,isRead,hasAttachments,importance,webLink&$expand=attachments($select=name,size)"
+                "$select=subject,from,toRecipients,ccRecipients,receivedDateTime,isRead,hasAttachments,importance,webLink&$expand=attachments($select=id,name,contentType,size,isInline)"
             }
             MailApi::Outlook => {
-                "$select=Subject,From,ToRecipients,CcRecipients,ReceivedDateTime,IsRead,HasAttachments,Importance,WebLink&$expand=Attachments($select=Name,Size)"
+                "$select=Subject,From,ToRecipients,CcRecipients,ReceivedDateTime,IsRead,HasAttachments,Importance,WebLink&$expand=Attachments($select=Id,Name,ContentType,Size,IsInline)"
             }
         };
         let path = self.message_path(id, query)?;
@@ -179,17 +225,18 @@ impl MailClient {
         Ok(message)
     }
 
-    /// One message's body, as HTML when it has one. A body over
-    /// [`MAX_MESSAGE_BODY`] is cut there (`true` in the answer), never read whole.
+    /// One message's body, as HTML when it has one, and its `changeKey`
+    /// (which changes whenever the message does). A body over
+    /// [`MAX_MESSAGE_BODY`] is cut there (`truncated`), never read whole.
     pub async fn body(
         &self,
         token: &str,
         mailbox: &str,
         id: &str,
-    ) -> Result<(Body, bool), MailError> {
+    ) -> Result<BodyAnswer, MailError> {
         let query = match self.api {
-            MailApi::Graph => "$select=body",
-            MailApi::Outlook => "$select=Body",
+            MailApi::Graph => "$select=changeKey,body",
+            MailApi::Outlook => "$select=ChangeKey,Body",
         };
         let path = self.message_path(id, query)?;
         let answer = self
@@ -202,7 +249,7 @@ impl MailClient {
                 Read::Prefix(MAX_MESSAGE_BODY),
             )
             .await?;
-        let (raw, truncated) = parse_body(&answer.bytes, answer.truncated).ok_or_else(|| {
+        let (raw, change_key, truncated) = parse_body(&answer.bytes, answer.truncated).ok_or_else(|| {
             tracing::warn!(client_request_id = %answer.client_request_id, upstream_request_id = answer.request_id.as_deref().unwrap_or(""), "the message body is not the expected JSON");
             MailError::Malformed {
                 client_request_id: answer.client_request_id.clone(),
@@ -214,7 +261,182 @@ impl MailClient {
             Some(t) if t.eq_ignore_ascii_case("html") => Body::Html(content),
             _ => Body::Text(content),
         };
-        Ok((body, truncated))
+        Ok(BodyAnswer {
+            body,
+            truncated,
+            change_key,
+        })
+    }
+
+    /// `/me/messages/{id}/attachments[/{aid}]…`, both ids checked and encoded.
+    fn attachment_path(
+        &self,
+        id: &str,
+        aid: Option<&str>,
+        rest: &str,
+    ) -> Result<String, MailError> {
+        let path = self.message_path(id, "")?;
+        let base = path.trim_end_matches('?');
+        match aid {
+            None => Ok(format!("{base}/attachments{rest}")),
+            Some(aid) if valid_id(aid) => {
+                let aid = percent_encoding::utf8_percent_encode(aid, PATH_SEGMENT);
+                Ok(format!("{base}/attachments/{aid}{rest}"))
+            }
+            Some(_) => Err(MailError::NotFound {
+                client_request_id: String::new(),
+            }),
+        }
+    }
+
+    fn attachment_select(&self) -> &'static str {
+        match self.api {
+            MailApi::Graph => "?$select=id,name,contentType,size,isInline",
+            MailApi::Outlook => "?$select=Id,Name,ContentType,Size,IsInline",
+        }
+    }
+
+    /// A message's attachments, without their content.
+    pub async fn attachments(
+        &self,
+        token: &str,
+        mailbox: &str,
+        id: &str,
+    ) -> Result<Vec<Attachment>, MailError> {
+        let path = self.attachment_path(id, None, self.attachment_select())?;
+        let envelope: Envelope<RawAttachment> = self.get(&path, token, mailbox, true).await?;
+        Ok(envelope.value.into_iter().map(Attachment::from).collect())
+    }
+
+    /// One attachment, without its content. A reference attachment is read
+    /// whole (it has no content, and its link is not selectable everywhere).
+    pub async fn attachment(
+        &self,
+        token: &str,
+        mailbox: &str,
+        id: &str,
+        aid: &str,
+    ) -> Result<Attachment, MailError> {
+        let path = self.attachment_path(id, Some(aid), self.attachment_select())?;
+        let raw: RawAttachment = self.get(&path, token, mailbox, true).await?;
+        let attachment = Attachment::from(raw);
+        if attachment.kind != AttachmentKind::Reference {
+            return Ok(attachment);
+        }
+        let path = self.attachment_path(id, Some(aid), "")?;
+        let raw: RawAttachment = self.get(&path, token, mailbox, true).await?;
+        Ok(Attachment::from(raw))
+    }
+
+    /// An inline image's type, content id and base64 content (a file
+    /// attachment read as JSON, at most `limit` bytes of answer).
+    pub async fn inline_image(
+        &self,
+        token: &str,
+        mailbox: &str,
+        id: &str,
+        aid: &str,
+        limit: usize,
+    ) -> Result<Option<InlineImage>, MailError> {
+        let path = self.attachment_path(id, Some(aid), "")?;
+        let answer = self
+            .fetch(&path, token, mailbox, true, None, Read::Whole(limit))
+            .await?;
+        let raw: RawAttachment =
+            serde_json::from_slice(&answer.bytes).map_err(|_| MailError::Malformed {
+                client_request_id: answer.client_request_id.clone(),
+                request_id: answer.request_id.clone(),
+            })?;
+        let content_id = raw.content_id.clone();
+        let bytes = raw.content_bytes.clone();
+        let a = Attachment::from(raw);
+        Ok(match (content_id, bytes, a.content_type) {
+            (Some(cid), Some(base64), Some(content_type)) => Some(InlineImage {
+                content_id: cid,
+                content_type,
+                base64,
+            }),
+            _ => None,
+        })
+    }
+
+    /// An attachment's raw content (`…/$value`: a file's bytes, or an
+    /// attached item's MIME), as a response to stream on, never read here.
+    pub async fn attachment_value(
+        &self,
+        token: &str,
+        mailbox: &str,
+        id: &str,
+        aid: &str,
+    ) -> Result<reqwest::Response, MailError> {
+        let path = self.attachment_path(id, Some(aid), "/$value")?;
+        let url = format!("{}{path}", self.base);
+        self.send(&url, token, mailbox, true, None)
+            .await
+            .map(|(response, _, _)| response)
+    }
+
+    /// Messages that match `query` (Graph's `$search`, KQL, newest sent
+    /// first), ten at a time; `next` is the previous page's
+    /// `@odata.nextLink`, followed whole once it is checked to be ours.
+    pub async fn search(
+        &self,
+        token: &str,
+        mailbox: &str,
+        query: &str,
+        next: Option<&str>,
+    ) -> Result<InboxPage, MailError> {
+        let url = match next {
+            Some(link) => self.own_link(link).ok_or(MailError::NotFound {
+                client_request_id: String::new(),
+            })?,
+            None => format!("{}{}", self.base, self.search_path(query)),
+        };
+        let answer = self
+            .fetch_url(&url, token, mailbox, true, None, Read::Whole(MAX_BODY))
+            .await?;
+        let envelope: Envelope = serde_json::from_slice(&answer.bytes).map_err(|e| {
+            tracing::warn!(client_request_id = %answer.client_request_id, error = %e, "search answer is not the expected JSON");
+            MailError::Malformed {
+                client_request_id: answer.client_request_id.clone(),
+                request_id: answer.request_id.clone(),
+            }
+        })?;
+        let next_link = envelope.next_link.filter(|l| self.own_link(l).is_some());
+        Ok(InboxPage {
+            more: next_link.is_some(),
+            next_link,
+            messages: envelope.value.into_iter().map(Message::from).collect(),
+        })
+    }
+
+    /// The path and query of a search: `$search` with the words as one KQL
+    /// phrase (`"` and `\` escaped inside it), the list's fields, ten.
+    pub fn search_path(&self, query: &str) -> String {
+        let phrase = kql_phrase(query);
+        let search = percent_encoding::utf8_percent_encode(&phrase, QUERY_VALUE);
+        match self.api {
+            MailApi::Graph => format!(
+                "/me/messages?$search={search}&$top=10&$select=receivedDateTime,subject,from,isRead,hasAttachments,importance"
+            ),
+            MailApi::Outlook => format!(
+                "/me/messages?$search={search}&$top=10&$select=ReceivedDateTime,Subject,From,IsRead,HasAttachments,Importance"
+            ),
+        }
+    }
+
+    /// `link` when it is a messages URL of this mail API (a next page to
+    /// follow with the person's token goes nowhere else).
+    pub fn own_link(&self, link: &str) -> Option<String> {
+        let url = Url::parse(link).ok()?;
+        let base = Url::parse(&self.base).ok()?;
+        let path = format!("{}/me/messages", base.path().trim_end_matches('/'));
+        (url.origin() == base.origin()
+            && url.path() == path
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none())
+        .then(|| url.to_string())
     }
 
     /// Sends an HTML email from the signed-in person to `to` with Graph's
@@ -287,8 +509,7 @@ impl MailClient {
         })
     }
 
-    /// One call with the design's headers, retrying once on a short
-    /// throttle; every failure is logged with both request ids.
+    /// One call with the design's headers to `path` under the base URL.
     async fn fetch(
         &self,
         path: &str,
@@ -299,13 +520,65 @@ impl MailClient {
         read: Read,
     ) -> Result<Answer, MailError> {
         let url = format!("{}{path}", self.base);
+        self.fetch_url(&url, token, mailbox, retry, prefer, read)
+            .await
+    }
+
+    /// One call to `url`, its answer read as `read` says.
+    async fn fetch_url(
+        &self,
+        url: &str,
+        token: &str,
+        mailbox: &str,
+        retry: bool,
+        prefer: Option<&str>,
+        read: Read,
+    ) -> Result<Answer, MailError> {
+        let (response, client_request_id, request_id) =
+            self.send(url, token, mailbox, retry, prefer).await?;
+        let read = match read {
+            Read::Whole(limit) => read_limited(response, limit).await.map(|b| (b, false)),
+            Read::Prefix(limit) => read_prefix(response, limit).await,
+        };
+        let (bytes, truncated) = read.map_err(|e| {
+            tracing::warn!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), error = %e, "reading the mail API answer failed");
+            if e.is_timeout() {
+                MailError::Timeout {
+                    client_request_id: client_request_id.clone(),
+                }
+            } else {
+                MailError::Malformed {
+                    client_request_id: client_request_id.clone(),
+                    request_id: request_id.clone(),
+                }
+            }
+        })?;
+        Ok(Answer {
+            bytes,
+            truncated,
+            client_request_id,
+            request_id,
+        })
+    }
+
+    /// Sends a GET with the design's headers, retrying once on a short
+    /// throttle; a success is returned unread (with its client and server
+    /// request ids), every failure is mapped and logged with both ids.
+    async fn send(
+        &self,
+        url: &str,
+        token: &str,
+        mailbox: &str,
+        retry: bool,
+        prefer: Option<&str>,
+    ) -> Result<(reqwest::Response, String, Option<String>), MailError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let client_request_id = uuid::Uuid::new_v4().to_string();
             let mut request = self
                 .http
-                .get(&url)
+                .get(url)
                 .bearer_auth(token)
                 .header(ACCEPT, "application/json")
                 .header("client-request-id", &client_request_id)
@@ -330,33 +603,7 @@ impl MailClient {
             let status = response.status();
             let request_id = header(&response, "request-id");
             match status {
-                s if s.is_success() => {
-                    let read = match read {
-                        Read::Whole(limit) => {
-                            read_limited(response, limit).await.map(|b| (b, false))
-                        }
-                        Read::Prefix(limit) => read_prefix(response, limit).await,
-                    };
-                    let (bytes, truncated) = read.map_err(|e| {
-                        tracing::warn!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), error = %e, "reading the mail API answer failed");
-                        if e.is_timeout() {
-                            MailError::Timeout {
-                                client_request_id: client_request_id.clone(),
-                            }
-                        } else {
-                            MailError::Malformed {
-                                client_request_id: client_request_id.clone(),
-                                request_id: request_id.clone(),
-                            }
-                        }
-                    })?;
-                    return Ok(Answer {
-                        bytes,
-                        truncated,
-                        client_request_id,
-                        request_id,
-                    });
-                }
+                s if s.is_success() => return Ok((response, client_request_id, request_id)),
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
                     if retry && attempt == 1 =>
                 {
@@ -471,15 +718,17 @@ async fn read_prefix(
 /// Parses a `$select=body` answer. When the read was cut short, the JSON is
 /// cut inside the body's `content` string: close that string and the two
 /// objects, dropping a partial escape or character at the cut.
-fn parse_body(bytes: &[u8], truncated: bool) -> Option<(RawBody, bool)> {
+fn parse_body(bytes: &[u8], truncated: bool) -> Option<(RawBody, Option<String>, bool)> {
     #[derive(serde::Deserialize)]
     struct Wrapper {
         #[serde(alias = "Body")]
         body: Option<RawBody>,
+        #[serde(default, rename = "changeKey", alias = "ChangeKey")]
+        change_key: Option<String>,
     }
     if !truncated {
         let w: Wrapper = serde_json::from_slice(bytes).ok()?;
-        return Some((w.body?, false));
+        return Some((w.body?, w.change_key, false));
     }
     for drop in 0..8 {
         let end = bytes.len().checked_sub(drop)?;
@@ -488,7 +737,7 @@ fn parse_body(bytes: &[u8], truncated: bool) -> Option<(RawBody, bool)> {
         if let Ok(w) = serde_json::from_slice::<Wrapper>(&repaired)
             && let Some(body) = w.body
         {
-            return Some((body, true));
+            return Some((body, w.change_key, true));
         }
     }
     None
@@ -584,7 +833,7 @@ mod tests {
     #[test]
     fn a_body_cut_short_is_repaired_at_the_cut() {
         let whole = br#"{"@odata.etag":"W/\"x\"","id":"A","body":{"contentType":"html","content":"<p>caf\u00e9 \"quoted\" text</p>"}}"#;
-        let (b, cut) = parse_body(whole, false).unwrap();
+        let (b, _, cut) = parse_body(whole, false).unwrap();
         assert!(!cut);
         assert_eq!(b.content.as_deref(), Some("<p>café \"quoted\" text</p>"));
         // Cut anywhere inside the content: inside an escape, or a UTF-8 character.
@@ -594,7 +843,7 @@ mod tests {
             .unwrap()
             + 11;
         for end in content_start..whole.len() - 3 {
-            let (b, cut) =
+            let (b, _, cut) =
                 parse_body(&whole[..end], true).unwrap_or_else(|| panic!("cut at {end}"));
             assert!(cut);
             assert!(b.content.unwrap().len() <= end - content_start);

@@ -1,12 +1,14 @@
 //! The mail API: Microsoft Graph or the Outlook REST v2.0 shape.
 
+pub mod attachments;
 mod client;
 pub mod depth;
 pub mod model;
+pub mod reader;
 pub mod routes;
 pub mod sanitize;
 
-pub use client::{MailClient, MailError};
+pub use client::{BodyAnswer, InlineImage, MailClient, MailError, kql_phrase};
 pub use model::{Message, Profile};
 
 /// The longest search accepted, in characters.

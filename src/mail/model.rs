@@ -7,8 +7,8 @@ use time::{Date, OffsetDateTime};
 
 /// The `value` array of an OData collection, and whether more pages follow.
 #[derive(Deserialize)]
-pub(super) struct Envelope {
-    pub value: Vec<RawMessage>,
+pub(super) struct Envelope<T = RawMessage> {
+    pub value: Vec<T>,
     #[serde(default, rename = "@odata.nextLink")]
     pub next_link: Option<String>,
 }
@@ -40,16 +40,33 @@ pub(super) struct RawMessage {
     attachments: Option<Vec<RawAttachment>>,
 }
 
+/// An attachment in either shape (`@odata.type` says which kind).
 #[derive(Deserialize)]
-struct RawAttachment {
+pub(super) struct RawAttachment {
+    #[serde(default, rename = "@odata.type")]
+    odata_type: Option<String>,
+    #[serde(default, alias = "Id")]
+    id: Option<String>,
     #[serde(default, alias = "Name")]
     name: Option<String>,
+    #[serde(default, rename = "contentType", alias = "ContentType")]
+    content_type: Option<String>,
     #[serde(default, alias = "Size")]
     size: Option<u64>,
+    #[serde(default, rename = "isInline", alias = "IsInline")]
+    is_inline: Option<bool>,
+    #[serde(default, rename = "contentId", alias = "ContentId")]
+    pub content_id: Option<String>,
+    /// Base64, for file attachments read one by one.
+    #[serde(default, rename = "contentBytes", alias = "ContentBytes")]
+    pub content_bytes: Option<String>,
+    /// Where a reference attachment points (not every API version says).
+    #[serde(default, rename = "sourceUrl", alias = "SourceUrl")]
+    source_url: Option<String>,
 }
 
 /// A message body: `contentType` is `html` or `text`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 pub(super) struct RawBody {
     #[serde(default, rename = "contentType", alias = "ContentType")]
     pub content_type: Option<String>,
@@ -103,19 +120,61 @@ pub struct Address {
     pub address: Option<String>,
 }
 
-/// An attachment's name and size (no download yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
-    pub name: String,
-    pub size: Option<u64>,
+/// What kind of attachment: a file, an attached item (another message,
+/// downloaded as `.eml`), or a link to a file in cloud storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachmentKind {
+    File,
+    Item,
+    Reference,
 }
 
-/// One page of the Inbox.
+/// An attachment as the message page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Its id, when it has a usable one (checked like message ids).
+    pub id: Option<String>,
+    pub name: String,
+    pub content_type: Option<String>,
+    pub size: Option<u64>,
+    /// Shown in the body (a `cid:` image), not listed as an attachment.
+    pub inline: bool,
+    pub kind: AttachmentKind,
+    /// A reference attachment's https link, when the API gave one.
+    pub source_url: Option<String>,
+}
+
+impl From<RawAttachment> for Attachment {
+    fn from(a: RawAttachment) -> Self {
+        let t = a.odata_type.unwrap_or_default().to_ascii_lowercase();
+        let kind = if t.ends_with("itemattachment") {
+            AttachmentKind::Item
+        } else if t.ends_with("referenceattachment") {
+            AttachmentKind::Reference
+        } else {
+            AttachmentKind::File
+        };
+        Attachment {
+            id: a.id.filter(|id| valid_id(id)),
+            name: non_empty(a.name).unwrap_or_else(|| "(unnamed attachment)".into()),
+            content_type: non_empty(a.content_type),
+            size: a.size,
+            inline: a.is_inline.unwrap_or(false),
+            kind,
+            source_url: non_empty(a.source_url)
+                .filter(|u| url::Url::parse(u).is_ok_and(|u| u.scheme() == "https")),
+        }
+    }
+}
+
+/// One page of the Inbox, or of search results.
 #[derive(Debug, Clone, Default)]
 pub struct InboxPage {
     pub messages: Vec<Message>,
     /// The API says more messages follow (`@odata.nextLink`).
     pub more: bool,
+    /// That next page's whole URL, for search results (followed as is).
+    pub next_link: Option<String>,
 }
 
 /// A message body as the API sent it.
@@ -194,10 +253,7 @@ impl From<RawMessage> for Message {
                 .attachments
                 .unwrap_or_default()
                 .into_iter()
-                .map(|a| Attachment {
-                    name: non_empty(a.name).unwrap_or_else(|| "(unnamed attachment)".into()),
-                    size: a.size,
-                })
+                .map(Attachment::from)
                 .collect(),
             // Normalised to UTC here; a time that UTC cannot hold (year
             // 9999 at -23:59) is treated as missing rather than panicking later.
@@ -306,20 +362,34 @@ mod tests {
 
     #[test]
     fn flags_recipients_and_attachments_are_read_in_both_shapes() {
-        let graph: RawMessage = serde_json::from_str(r#"{"id":"A1","isRead":false,"hasAttachments":true,"importance":"high",
+        let graph: RawMessage = serde_json::from_str(r##"{"id":"A1","isRead":false,"hasAttachments":true,"importance":"high",
             "toRecipients":[{"emailAddress":{"name":"Ann","address":"ann@contoso.com"}},{"emailAddress":{}}],
-            "attachments":[{"name":"q4.xlsx","size":12345}]}"#).unwrap();
+            "attachments":[{"@odata.type":"#microsoft.graph.fileAttachment","id":"AT1","name":"q4.xlsx","size":12345,"isInline":false,"contentType":"application/vnd.ms-excel"},
+              {"@odata.type":"#microsoft.graph.itemAttachment","id":"AT2","name":"Fwd","size":10},
+              {"@odata.type":"#microsoft.graph.referenceAttachment","id":"AT3","name":"Plan","sourceUrl":"http://x.example/plan"}]}"##).unwrap();
         let outlook: RawMessage = serde_json::from_str(
-            r#"{"Id":"A1","IsRead":false,"HasAttachments":true,"Importance":"High",
+            r##"{"Id":"A1","IsRead":false,"HasAttachments":true,"Importance":"High",
             "ToRecipients":[{"EmailAddress":{"Name":"Ann","Address":"ann@contoso.com"}}],
-            "Attachments":[{"Name":"q4.xlsx","Size":12345}]}"#,
+            "Attachments":[{"@odata.type":"#Microsoft.OutlookServices.FileAttachment","Id":"AT1","Name":"q4.xlsx","Size":12345,"IsInline":false,"ContentType":"application/vnd.ms-excel"},
+              {"@odata.type":"#Microsoft.OutlookServices.ItemAttachment","Id":"AT2","Name":"Fwd","Size":10},
+              {"@odata.type":"#Microsoft.OutlookServices.ReferenceAttachment","Id":"AT3","Name":"Plan","SourceUrl":"http://x.example/plan"}]}"##,
         )
         .unwrap();
         for m in [Message::from(graph), Message::from(outlook)] {
             assert!(m.unread && m.has_attachments && m.important);
             assert_eq!(m.id.as_deref(), Some("A1"));
             assert_eq!(m.to.len(), 1);
-            assert_eq!(m.attachments[0].name, "q4.xlsx");
+            let a = &m.attachments;
+            assert_eq!(a[0].name, "q4.xlsx");
+            assert_eq!(a[0].id.as_deref(), Some("AT1"));
+            assert_eq!(a[0].kind, AttachmentKind::File);
+            assert_eq!(
+                a[0].content_type.as_deref(),
+                Some("application/vnd.ms-excel")
+            );
+            assert_eq!(a[1].kind, AttachmentKind::Item);
+            assert_eq!(a[2].kind, AttachmentKind::Reference);
+            assert_eq!(a[2].source_url, None, "a plain-http link is not offered");
         }
     }
 

@@ -1,8 +1,6 @@
 //! `/mail` (a page of the Inbox), `/mail/{id}` (one message) and
 //! `/mail/{id}/body` (its body, alone, for a sandboxed frame).
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
 use actix_web::{HttpResponse, web};
@@ -10,8 +8,8 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::MailError;
-use super::model::{Body, valid_id};
-use super::sanitize::Sanitizer;
+use super::model::valid_id;
+use super::reader::{ReadError, Rendered};
 use crate::auth::oidc::OidcError;
 use crate::clock::now;
 use crate::error::{AppError, html};
@@ -33,6 +31,17 @@ pub const MAX_PAGE: u32 = 50;
 #[derive(Deserialize)]
 pub struct PageQuery {
     page: Option<String>,
+    /// Search words (`/mail?q=…`).
+    q: Option<String>,
+    /// The search's next page: the mail API's `@odata.nextLink`, checked
+    /// to be a messages URL of this mail API before it is followed.
+    next: Option<String>,
+}
+
+/// The words of `?q=`, trimmed: 1 to [`super::MAX_QUERY_CHARS`] characters.
+fn search_words(q: &str) -> Option<&str> {
+    let q = q.trim();
+    (!q.is_empty() && q.chars().count() <= super::MAX_QUERY_CHARS).then_some(q)
 }
 
 #[derive(Deserialize)]
@@ -63,11 +72,15 @@ pub async fn inbox(
         Ok(user) => user,
         Err(response) => return response,
     };
+    if let Some(words) = q.q.as_deref() {
+        return search(&state, &session, user, words, q.next.as_deref()).await;
+    }
     let Some(page) = page_number(&q) else {
         return AppError::BadPage.render(state.chrome(&session));
     };
     match state
         .mail
+        .client
         .inbox(&user.access_token, &user.email, page)
         .await
     {
@@ -79,6 +92,9 @@ pub async fn inbox(
                 page,
                 newer: (page > 1).then(|| page - 1),
                 older: (inbox.more && page < MAX_PAGE).then(|| page + 1),
+                query: None,
+                continued: false,
+                more_href: None,
                 rows: inbox
                     .messages
                     .into_iter()
@@ -88,6 +104,55 @@ pub async fn inbox(
             html(StatusCode::OK, &view)
         }
         Err(e) => mail_failed(&session, &state, e),
+    }
+}
+
+/// `/mail?q=…`: the messages that match, in the Inbox's table, with "More
+/// results" while the mail API has more. An empty or over-long search is a
+/// 400 page that calls nothing.
+async fn search(
+    state: &AppState,
+    session: &TypedSession,
+    user: SignedInUser,
+    words: &str,
+    next: Option<&str>,
+) -> HttpResponse {
+    let Some(words) = search_words(words) else {
+        return AppError::BadSearch.render(state.chrome(session));
+    };
+    let client = &state.mail.client;
+    if next.is_some_and(|n| client.own_link(n).is_none()) {
+        return AppError::BadSearch.render(state.chrome(session));
+    }
+    match client
+        .search(&user.access_token, &user.email, words, next)
+        .await
+    {
+        Ok(found) => {
+            let now = OffsetDateTime::now_utc();
+            let more_href = found.next_link.as_deref().map(|link| {
+                let mut href = url::form_urlencoded::Serializer::new(String::from("/mail?"));
+                href.append_pair("q", words).append_pair("next", link);
+                href.finish()
+            });
+            let view = InboxView {
+                chrome: state.chrome(session),
+                email: user.email,
+                page: 1,
+                newer: None,
+                older: None,
+                query: Some(words.to_owned()),
+                continued: next.is_some(),
+                more_href,
+                rows: found
+                    .messages
+                    .into_iter()
+                    .map(|m| MessageRow::new(m, now))
+                    .collect(),
+            };
+            html(StatusCode::OK, &view)
+        }
+        Err(e) => mail_failed(session, state, e),
     }
 }
 
@@ -106,6 +171,7 @@ pub async fn message(
     }
     match state
         .mail
+        .client
         .message(&user.access_token, &user.email, &id)
         .await
     {
@@ -174,17 +240,29 @@ pub async fn body(
             BodyView::note("There is no such message."),
         );
     }
-    let (body, truncated) = match state.mail.body(&user.access_token, &user.email, &id).await {
-        Ok(b) => b,
-        Err(MailError::NotFound { .. }) => {
+    let read = state
+        .mail
+        .reader
+        .read(
+            &state.mail.client,
+            &user.access_token,
+            &user.email,
+            &user.person_key(),
+            &id,
+            images,
+        )
+        .await;
+    let (rendered, truncated) = match read {
+        Ok(r) => r,
+        Err(ReadError::Mail(MailError::NotFound { .. })) => {
             return frame(
                 StatusCode::NOT_FOUND,
                 BodyView::note("This message no longer exists."),
             );
         }
-        Err(MailError::Throttled {
+        Err(ReadError::Mail(MailError::Throttled {
             retry_after_secs, ..
-        }) => {
+        })) => {
             return frame(
                 StatusCode::SERVICE_UNAVAILABLE,
                 BodyView::note(&format!(
@@ -193,7 +271,7 @@ pub async fn body(
                 )),
             );
         }
-        Err(e) => {
+        Err(ReadError::Mail(e)) => {
             return frame(
                 StatusCode::BAD_GATEWAY,
                 BodyView::note(&format!(
@@ -202,20 +280,22 @@ pub async fn body(
                 )),
             );
         }
-    };
-    let view = match body {
-        Body::Text(text) => BodyView::text(text, truncated),
-        Body::Html(raw) => {
-            // Sanitizing a large body takes milliseconds: not on the async runtime.
-            let sanitizer: Arc<Sanitizer> = state.sanitizer.clone();
-            match web::block(move || sanitizer.clean(&raw, images)).await {
-                Ok(clean) => BodyView::html(clean.html, truncated),
-                Err(e) => {
-                    tracing::error!(error = %e, "sanitizing a body failed");
-                    BodyView::note("The message could not be shown.")
-                }
-            }
+        Err(ReadError::Busy) => {
+            return frame(
+                StatusCode::SERVICE_UNAVAILABLE,
+                BodyView::note("Many messages are being opened right now; try again in a moment."),
+            );
         }
+        Err(ReadError::Failed) => {
+            return frame(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                BodyView::note("The message could not be shown."),
+            );
+        }
+    };
+    let view = match &*rendered {
+        Rendered::Text(text) => BodyView::text(text, truncated),
+        Rendered::Html { html, flattened } => BodyView::html(html, truncated, *flattened),
     };
     frame(StatusCode::OK, view)
 }
@@ -365,6 +445,8 @@ mod tests {
     fn pages_are_whole_numbers_from_1_to_50() {
         let q = |p: Option<&str>| PageQuery {
             page: p.map(str::to_owned),
+            q: None,
+            next: None,
         };
         assert_eq!(page_number(&q(None)), Some(1));
         assert_eq!(page_number(&q(Some("2"))), Some(2));
@@ -372,6 +454,15 @@ mod tests {
         for bad in ["0", "51", "-1", "1.5", "x", "", "99999999999"] {
             assert_eq!(page_number(&q(Some(bad))), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn searches_are_1_to_256_characters_trimmed() {
+        assert_eq!(search_words("  budget  "), Some("budget"));
+        assert_eq!(search_words("   "), None);
+        assert_eq!(search_words(""), None);
+        assert!(search_words(&"é".repeat(256)).is_some());
+        assert!(search_words(&"é".repeat(257)).is_none());
     }
 
     #[test]

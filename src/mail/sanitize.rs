@@ -10,9 +10,10 @@
 //!   tab with `rel="noopener noreferrer"`;
 //! - inline `style` keeps only layout and colour properties (nothing that can
 //!   hold a `url()`, such as `background` or `list-style-image`);
-//! - images: `data:` images stay; `cid:` (inline attachments) and, unless the
-//!   reader asked for them, remote images become a placeholder, so no tracking
-//!   pixel is fetched behind the reader's back.
+//! - images: `data:` images stay; `cid:` ones (inline attachments, part of
+//!   the message) stay for [`super::reader`] to embed as `data:` URIs; remote
+//!   images, unless the reader asked for them, become a placeholder, so no
+//!   tracking pixel is fetched behind the reader's back.
 //!
 //! The page that shows the result is a sandboxed frame with its own
 //! Content-Security-Policy (`default-src 'none'`), so even a sanitizer bypass
@@ -178,10 +179,12 @@ fn filter<'u>(
             {
                 Some(Cow::Borrowed(value))
             }
+            // An inline attachment: the reader embeds it (or a placeholder).
+            Some("cid") => Some(Cow::Borrowed(value.trim())),
             Some("https") if remote_images => Some(Cow::Borrowed(value)),
             Some("http") if remote_images && extra_origin => Some(Cow::Borrowed(value)),
-            // cid: (an inline attachment), remote images not asked for, and
-            // plain http (which the frame's policy would refuse anyway).
+            // Remote images not asked for, and plain http (which the frame's
+            // policy would refuse anyway).
             _ => Some(Cow::Borrowed(IMAGE_PLACEHOLDER)),
         },
         (_, "style") => style(value),
@@ -373,22 +376,34 @@ mod tests {
     }
 
     #[test]
-    fn remote_and_cid_images_become_placeholders_unless_asked() {
+    fn remote_images_become_placeholders_unless_asked_and_cid_ones_stay_for_the_reader() {
         let s = Sanitizer::new(None);
-        let html = "<img src=\"https://cdn.contoso.com/logo.png\" alt=\"Logo\"><img src=\"cid:image001.png@01D\">";
+        let html = "<img src=\"https://cdn.contoso.com/logo.png\" alt=\"Logo\"><img src=\" cid:image001.png@01D\"><img src=\"http://cdn.contoso.com/plain.png\">";
         let blocked = s.clean(html, false).html;
+        assert!(!blocked.contains("cdn.contoso.com"), "{blocked}");
+        assert_eq!(blocked.matches(IMAGE_PLACEHOLDER).count(), 2);
         assert!(
-            !blocked.contains("cdn.contoso.com") && !blocked.contains("cid:"),
+            blocked.contains("src=\"cid:image001.png@01D\""),
             "{blocked}"
         );
-        assert_eq!(blocked.matches(IMAGE_PLACEHOLDER).count(), 2);
         assert!(blocked.contains("alt=\"Logo\""));
         let shown = s.clean(html, true).html;
         assert!(
             shown.contains("https://cdn.contoso.com/logo.png"),
             "{shown}"
         );
-        assert!(!shown.contains("cid:"), "{shown}");
+        // Plain http is never loaded, asked or not (only the demo's own origin is).
+        assert!(!shown.contains("http://cdn.contoso.com"), "{shown}");
+        assert!(shown.contains("src=\"cid:image001.png@01D\""), "{shown}");
+        let demo = Sanitizer::new(Some("http://127.0.0.1:8000".into()));
+        let own = demo
+            .clean("<img src=\"http://127.0.0.1:8000/_demo/images/hero.svg\"><img src=\"http://127.0.0.1:8000.evil/x\">", true)
+            .html;
+        assert!(
+            own.contains("http://127.0.0.1:8000/_demo/images/hero.svg"),
+            "{own}"
+        );
+        assert!(!own.contains(".evil"), "{own}");
     }
 
     #[test]

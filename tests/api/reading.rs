@@ -69,12 +69,20 @@ impl Api {
             self.f("receivedDateTime"): "2026-11-20T09:14:00Z",
             self.f("isRead"): false, self.f("hasAttachments"): true, self.f("importance"): if self.outlook { "High" } else { "high" },
             self.f("webLink"): web_link,
-            self.f("attachments"): [{ self.f("name"): "Q4 budget.xlsx", self.f("size"): 48213 }],
+            self.f("attachments"): [
+                { "@odata.type": "#microsoft.graph.fileAttachment", self.f("id"): "ATT1", self.f("name"): "Q4 budget.xlsx", self.f("size"): 48213, self.f("isInline"): false, self.f("contentType"): "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet" },
+                { "@odata.type": "#microsoft.graph.fileAttachment", self.f("id"): "ATT2", self.f("name"): "logo.png", self.f("size"): 2048, self.f("isInline"): true, self.f("contentType"): "image/png" },
+            ],
         })
     }
 
     fn body_json(&self, kind: &str, content: &str) -> Value {
-        json!({ self.f("id"): ID, self.f("body"): { self.f("contentType"): kind, self.f("content"): content } })
+        json!({ self.f("id"): ID, self.f("changeKey"): "CQAAABYAAAB", self.f("body"): { self.f("contentType"): kind, self.f("content"): content } })
+    }
+
+    /// `$select` of a body call in this API's case.
+    fn body_select(&self) -> String {
+        format!("{},{}", self.f("changeKey"), self.f("body"))
     }
 
     async fn answer(&self, path_: String, response: ResponseTemplate) {
@@ -207,9 +215,9 @@ async fn the_outlook_flavour_pages_with_pascal_case() {
 async fn message_page(outlook: bool) {
     let a = api(outlook).await;
     let query = if outlook {
-        "$select=Subject,From,ToRecipients,CcRecipients,ReceivedDateTime,IsRead,HasAttachments,Importance,WebLink&$expand=Attachments($select=Name,Size)"
+        "$select=Subject,From,ToRecipients,CcRecipients,ReceivedDateTime,IsRead,HasAttachments,Importance,WebLink&$expand=Attachments($select=Id,Name,ContentType,Size,IsInline)"
     } else {
-        "$select=subject,from,toRecipients,ccRecipients,receivedDateTime,isRead,hasAttachments,importance,webLink&$expand=attachments($select=name,size)"
+        "$select=subject,from,toRecipients,ccRecipients,receivedDateTime,isRead,hasAttachments,importance,webLink&$expand=attachments($select=id,name,contentType,size,isInline)"
     };
     let link = "https://outlook.office365.com/owa/?ItemID=AAMk&exvsurl=1&viewmodel=ReadMessageItem";
     Mock::given(method("GET"))
@@ -369,7 +377,7 @@ async fn failures_of_the_message_call_get_the_same_pages_as_the_list() {
 async fn body_doc(a: &Api, kind: &str, content: &str, images: bool) -> (HeaderMap, String) {
     Mock::given(method("GET"))
         .and(path(format!("{}/me/messages/{ID}", a.prefix)))
-        .and(query_param("$select", a.f("body")))
+        .and(query_param("$select", a.body_select()))
         .respond_with(ResponseTemplate::new(200).set_body_json(a.body_json(kind, content)))
         .mount(&a.idp.server)
         .await;
