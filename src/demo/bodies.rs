@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use super::mailbox::{DemoAttachment, file, inline_png};
+
 /// A demo message body.
 #[derive(Clone, Debug)]
 pub enum DemoBody {
@@ -17,7 +19,7 @@ pub struct Extras {
     pub body: DemoBody,
     pub unread: bool,
     pub important: bool,
-    pub attachments: Vec<(&'static str, u64)>,
+    pub attachments: Vec<DemoAttachment>,
 }
 
 /// The hostile message: every vector of the sanitizer's corpus at once.
@@ -95,33 +97,60 @@ const GERMAN: &str = "Hallo zusammen,\n\nbitte prüft eure Reisekostenabrechnung
 pub fn extras(i: usize, subject: &str, base: &str, id: &str, long: &Arc<str>) -> Extras {
     let html = |s: String| DemoBody::Html(Arc::from(s));
     let paragraph = |text: &str| html(format!("<p>{}</p>", escape(text)));
-    let (body, attachments): (DemoBody, Vec<(&'static str, u64)>) = match i {
+    let xlsx = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    let (body, attachments): (DemoBody, Vec<DemoAttachment>) = match i {
         0 => (
             html("<p>Hi all,</p><p>The Q4 numbers are in the attached workbook. Headlines:</p><table border=\"1\" cellpadding=\"4\"><tr><th>Region</th><th>Budget</th><th>Actual</th></tr><tr><td>North</td><td align=\"right\">410,000</td><td align=\"right\">398,250</td></tr><tr><td>South</td><td align=\"right\">285,000</td><td align=\"right\">301,900</td></tr></table><p>Megan</p>".into()),
-            vec![("Q4-budget.xlsx", 48_213), ("Q4-notes.pdf", 1_402_331)],
+            vec![
+                file("ATT1", "Q4-budget.xlsx", xlsx, 48_213),
+                file("ATT2", "Q4-notes.pdf", "application/pdf", 1_402_331),
+            ],
         ),
         1 => (html(newsletter(base, id, "Your weekly digest")), vec![]),
         2 => (DemoBody::Text(Arc::from(PLAIN)), vec![]),
-        3 => (html(hostile(base, id)), vec![("invoice.pdf.exe", 73_728)]),
+        3 => (
+            html(hostile(base, id)),
+            vec![file("ATT1", "invoice.pdf.exe", "application/octet-stream", 73_728)],
+        ),
         4 => (
             html("<p>Bonjour à tous,</p><p>Café ☕ et croissants vendredi à 9 h, salle « Lisbonne ». Dites-moi si vous venez&nbsp;!</p><p>Isaiah</p>".into()),
             vec![],
         ),
-        5 => (DemoBody::Text(Arc::from(GERMAN)), vec![("Belege-März.zip", 2_310_554)]),
+        5 => (
+            DemoBody::Text(Arc::from(GERMAN)),
+            vec![file("ATT1", "Belege-März.zip", "application/zip", 2_310_554)],
+        ),
         6 => (
             html("<div dir=\"ltr\"><p>各位好，</p><p>会议纪要如下：第一季度发布新版本；第二季度完善移动端。</p><p dir=\"rtl\" lang=\"ar\">ملاحظات الاجتماع مرفقة.</p><p>Lidia</p></div>".into()),
-            vec![("roadmap.pptx", 5_120_004)],
+            vec![file(
+                "ATT1",
+                "roadmap.pptx",
+                "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+                5_120_004,
+            )],
         ),
         7 => (
-            html("<p>🎉 We launched! Thank you all.</p><p><img alt=\"A small green tick\" width=\"16\" height=\"16\" src=\"data:image/svg+xml;charset=utf-8,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%20viewBox%3D%220%200%2016%2016%22%3E%3Cpath%20d%3D%22M2%209l4%204%208-9%22%20stroke%3D%22%231e7b34%22%20stroke-width%3D%222%22%20fill%3D%22none%22%2F%3E%3C%2Fsvg%3E\"> Inline images (data: and cid:) are part of the message.</p><p><img alt=\"Team photo (an inline attachment)\" src=\"cid:image001.jpg@01DB3C7A.5E4F2A10\" width=\"320\" height=\"180\"></p>".into()),
-            vec![("image001.jpg", 184_220)],
+            html("<p>🎉 We launched! Thank you all.</p><p><img alt=\"A small green tick\" width=\"16\" height=\"16\" src=\"data:image/svg+xml;charset=utf-8,%3Csvg%20xmlns%3D%22http%3A%2F%2Fwww.w3.org%2F2000%2Fsvg%22%20viewBox%3D%220%200%2016%2016%22%3E%3Cpath%20d%3D%22M2%209l4%204%208-9%22%20stroke%3D%22%231e7b34%22%20stroke-width%3D%222%22%20fill%3D%22none%22%2F%3E%3C%2Fsvg%3E\"> Inline images (data: and cid:) are part of the message.</p><p><img alt=\"Team photo (an inline attachment)\" src=\"cid:image001.png@01DB3C7A.5E4F2A10\" width=\"320\" height=\"180\"></p>".into()),
+            vec![inline_png("ATT1", "image001.png", "image001.png@01DB3C7A.5E4F2A10", 320, 180, 15)],
         ),
         8 => (
             html(format!("<table cellpadding=\"6\"><tr><td style=\"color:#c50f1f;font-weight:bold\">3 tasks are late</td></tr><tr><td>Update the expense policy · due 20 Nov</td></tr><tr><td>Review the Q4 budget · due 25 Nov</td></tr><tr><td><a href=\"https://tasks.office.com/\">Open Planner</a></td></tr></table><img src=\"{base}/_demo/tracker/open.gif?m={id}&v=planner\" width=\"1\" height=\"1\" alt=\"\">")),
             vec![],
         ),
         9 => (DemoBody::Html(long.clone()), vec![]),
-        _ => (paragraph(&format!("{subject}\n\nSee you soon.")), if i.is_multiple_of(4) { vec![("agenda.docx", 23_511)] } else { vec![] }),
+        _ => (
+            paragraph(&format!("{subject}\n\nSee you soon.")),
+            if i.is_multiple_of(4) {
+                vec![file(
+                    "ATT1",
+                    "agenda.docx",
+                    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                    23_511,
+                )]
+            } else {
+                vec![]
+            },
+        ),
     };
     Extras {
         body,

@@ -20,12 +20,12 @@ struct AccessClaims {
 }
 
 /// Which API shape the request is for, by its path.
-fn outlook(req: &HttpRequest) -> bool {
+pub(super) fn outlook(req: &HttpRequest) -> bool {
     req.path().starts_with("/_demo/outlook/")
 }
 
 /// Like Graph: a `request-id`, and the caller's `client-request-id` echoed when asked.
-fn respond(req: &HttpRequest, status: StatusCode, body: Value) -> HttpResponse {
+pub(super) fn respond(req: &HttpRequest, status: StatusCode, body: Value) -> HttpResponse {
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut response = HttpResponse::build(status);
     response.insert_header(("request-id", request_id.as_str()));
@@ -39,7 +39,12 @@ fn respond(req: &HttpRequest, status: StatusCode, body: Value) -> HttpResponse {
     response.json(body)
 }
 
-fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str) -> HttpResponse {
+pub(super) fn graph_error(
+    req: &HttpRequest,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> HttpResponse {
     let date = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
@@ -51,7 +56,7 @@ fn graph_error(req: &HttpRequest, status: StatusCode, code: &str, message: &str)
 }
 
 /// Verifies the bearer token as the real API would: our key, our audience, not expired.
-async fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
+pub(super) async fn caller(d: &Demo, req: &HttpRequest) -> Result<usize, Box<HttpResponse>> {
     let Ok(keys) = d.keys().await else {
         return Err(Box::new(graph_error(
             req,
@@ -197,6 +202,124 @@ pub(super) async fn messages(
 }
 
 #[derive(Deserialize)]
+pub(super) struct SearchParams {
+    #[serde(rename = "$search")]
+    search: Option<String>,
+    #[serde(rename = "$top")]
+    top: Option<usize>,
+    #[serde(rename = "$skiptoken")]
+    skiptoken: Option<usize>,
+    #[serde(rename = "$select")]
+    select: Option<String>,
+}
+
+/// The words of a `$search="…"` KQL phrase (quotes and backslashes unescaped).
+fn phrase(search: &str) -> String {
+    let inner = search
+        .trim()
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(search.trim());
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The text a search looks in: subject, sender and the body's words.
+fn searchable(m: &DemoMessage) -> String {
+    let body = match &m.body {
+        DemoBody::Html(h) => {
+            let mut text = String::with_capacity(h.len());
+            let mut in_tag = false;
+            for c in h.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => {
+                        in_tag = false;
+                        text.push(' ');
+                    }
+                    c if !in_tag => text.push(c),
+                    _ => {}
+                }
+            }
+            text
+        }
+        DemoBody::Text(t) => t.to_string(),
+    };
+    let from = m
+        .from
+        .as_ref()
+        .map(|(n, a)| format!("{} {a}", n.as_deref().unwrap_or_default()))
+        .unwrap_or_default();
+    format!("{} {from} {}", m.subject, body).to_lowercase()
+}
+
+/// `GET /me/messages`, with `$search` (every folder, newest first, as Graph
+/// orders search results) and `$skiptoken` paging.
+pub(super) async fn search(
+    demo: web::Data<Demo>,
+    req: HttpRequest,
+    q: web::Query<SearchParams>,
+) -> HttpResponse {
+    let d: &Demo = &demo;
+    let person = match caller(d, &req).await {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let top = q.top.unwrap_or(10).clamp(1, 1000);
+    let skip = q.skiptoken.unwrap_or(0);
+    let words = q.search.as_deref().map(phrase).unwrap_or_default();
+    let needles: Vec<String> = words
+        .to_lowercase()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mailbox = d.mailbox(person);
+    let mut found: Vec<&DemoMessage> = mailbox
+        .iter()
+        .filter(|m| {
+            let text = searchable(m);
+            needles.iter().all(|n| text.contains(n.as_str()))
+        })
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.received));
+    let pascal = outlook(&req);
+    let value: Vec<Value> = found
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|m| render(m, pascal, &d.public_base))
+        .collect();
+    let mut body = json!({ "@odata.context": "demo", "value": value });
+    if found.len() > skip.saturating_add(top)
+        && let Ok(mut next) = url::Url::parse(&format!("{}{}", d.internal_base, req.path()))
+    {
+        {
+            let mut pairs = next.query_pairs_mut();
+            if let Some(s) = &q.search {
+                pairs.append_pair("$search", s);
+            }
+            pairs.append_pair("$top", &top.to_string());
+            if let Some(s) = &q.select {
+                pairs.append_pair("$select", s);
+            }
+            pairs.append_pair("$skiptoken", &(skip + top).to_string());
+        }
+        body["@odata.nextLink"] = Value::String(next.to_string());
+    }
+    respond(&req, StatusCode::OK, body)
+}
+
+#[derive(Deserialize)]
 pub(super) struct MessageParams {
     #[serde(rename = "$select")]
     select: Option<String>,
@@ -233,10 +356,11 @@ pub(super) async fn message(
             DemoBody::Html(h) => ("html", h.to_string()),
             DemoBody::Text(t) => ("text", t.to_string()),
         };
+        let change_key = m.change_key();
         let body = if pascal {
-            json!({"@odata.etag": format!("W/\"{}\"", m.id), "Id": m.id, "Body": {"ContentType": if kind == "html" { "HTML" } else { "Text" }, "Content": content}})
+            json!({"@odata.etag": format!("W/\"{change_key}\""), "Id": m.id, "ChangeKey": change_key, "Body": {"ContentType": if kind == "html" { "HTML" } else { "Text" }, "Content": content}})
         } else {
-            json!({"@odata.etag": format!("W/\"{}\"", m.id), "id": m.id, "body": {"contentType": kind, "content": content}})
+            json!({"@odata.etag": format!("W/\"{change_key}\""), "id": m.id, "changeKey": change_key, "body": {"contentType": kind, "content": content}})
         };
         return respond(&req, StatusCode::OK, body);
     }
@@ -255,13 +379,7 @@ pub(super) async fn message(
     let attachments: Vec<Value> = m
         .attachments
         .iter()
-        .map(|(name, size)| {
-            if pascal {
-                json!({"Name": name, "Size": size})
-            } else {
-                json!({"name": name, "size": size})
-            }
-        })
+        .map(|a| super::attachments::describe(a, pascal, false))
         .collect();
     if pascal {
         value["ToRecipients"] = Value::Array(people(&m.to));
@@ -297,7 +415,7 @@ pub(super) async fn tracker(demo: web::Data<Demo>) -> HttpResponse {
         .body(&b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"[..])
 }
 
-fn render(m: &DemoMessage, pascal: bool, public_base: &str) -> Value {
+pub(super) fn render(m: &DemoMessage, pascal: bool, public_base: &str) -> Value {
     let web_link = format!(
         "{public_base}/_demo/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem",
         m.id
@@ -313,7 +431,7 @@ fn render(m: &DemoMessage, pascal: bool, public_base: &str) -> Value {
             "@odata.etag": format!("W/\"{}\"", m.id), "Id": m.id,
             "ReceivedDateTime": received, "Subject": m.subject,
             "From": from.map(|(n, a)| json!({"EmailAddress": {"Name": n, "Address": a}})),
-            "IsRead": !m.unread, "HasAttachments": !m.attachments.is_empty(),
+            "IsRead": !m.unread, "HasAttachments": m.has_attachments(),
             "Importance": if m.important { "High" } else { "Normal" }, "WebLink": web_link,
         })
     } else {
@@ -321,7 +439,7 @@ fn render(m: &DemoMessage, pascal: bool, public_base: &str) -> Value {
             "@odata.etag": format!("W/\"{}\"", m.id), "id": m.id,
             "receivedDateTime": received, "subject": m.subject,
             "from": from.map(|(n, a)| json!({"emailAddress": {"name": n, "address": a}})),
-            "isRead": !m.unread, "hasAttachments": !m.attachments.is_empty(),
+            "isRead": !m.unread, "hasAttachments": m.has_attachments(),
             "importance": importance, "webLink": web_link,
         })
     }

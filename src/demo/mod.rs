@@ -5,10 +5,12 @@
 //! JWT and mail code it uses against Microsoft; only the endpoints differ.
 
 mod actions;
+mod attachments;
 pub mod bodies;
 mod graph;
 mod idp;
 pub mod mailbox;
+mod png;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -203,6 +205,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::get().to(graph::message),
             )
             .route("/graph/v1.0/me/sendMail", web::post().to(graph::send_mail))
+            .route("/graph/v1.0/me/messages", web::get().to(graph::search))
+            .route(
+                "/outlook/api/v2.0/me/messages",
+                web::get().to(graph::search),
+            )
+            .route(
+                "/graph/v1.0/me/messages/{id}/attachments",
+                web::get().to(attachments::list),
+            )
+            .route(
+                "/outlook/api/v2.0/me/messages/{id}/attachments",
+                web::get().to(attachments::list),
+            )
+            .route(
+                "/graph/v1.0/me/messages/{id}/attachments/{aid}",
+                web::get().to(attachments::one),
+            )
+            .route(
+                "/outlook/api/v2.0/me/messages/{id}/attachments/{aid}",
+                web::get().to(attachments::one),
+            )
+            .route(
+                "/graph/v1.0/me/messages/{id}/attachments/{aid}/$value",
+                web::get().to(attachments::value),
+            )
+            .route(
+                "/outlook/api/v2.0/me/messages/{id}/attachments/{aid}/$value",
+                web::get().to(attachments::value),
+            )
             .route("/images/hero.svg", web::get().to(graph::image))
             .route("/tracker/open.gif", web::get().to(graph::tracker))
             .route("/owa/", web::get().to(idp::outlook_web))

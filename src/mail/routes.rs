@@ -131,7 +131,8 @@ async fn search(
         Ok(found) => {
             let now = OffsetDateTime::now_utc();
             let more_href = found.next_link.as_deref().map(|link| {
-                let mut href = url::form_urlencoded::Serializer::new(String::from("/mail?"));
+                let mut href =
+                    url::form_urlencoded::Serializer::for_suffix(String::from("/mail?"), 6);
                 href.append_pair("q", words).append_pair("next", link);
                 href.finish()
             });

@@ -11,6 +11,7 @@ mod id_token;
 mod mail;
 mod operations;
 mod reading;
+mod real_mail;
 mod redis_store;
 mod redis_tls;
 mod sharepoint;
