@@ -178,17 +178,9 @@ pub(super) async fn messages(
         }
     };
     let mailbox = d.mailbox(person);
-    let mut found: Vec<&DemoMessage> = mailbox.iter().filter(|m| m.folder == folder).collect();
-    found.sort_by_key(|m| std::cmp::Reverse(m.received));
-    let pascal = outlook(&req);
-    let value: Vec<Value> = found
-        .iter()
-        .skip(skip)
-        .take(top)
-        .map(|m| render(m, pascal, &d.public_base))
-        .collect();
-    let mut body = json!({ "@odata.context": "demo", "value": value });
-    if found.len() > skip.saturating_add(top) {
+    let found: Vec<&DemoMessage> = mailbox.iter().filter(|m| m.folder == folder).collect();
+    let (mut body, more) = page(d, &req, found, skip, top);
+    if more {
         // Like Graph: the whole URL of the next page, to be followed as is.
         let (skip_name, top_name) = ("%24skip", "%24top");
         body["@odata.nextLink"] = Value::String(format!(
@@ -211,6 +203,29 @@ pub(super) struct SearchParams {
     skiptoken: Option<usize>,
     #[serde(rename = "$select")]
     select: Option<String>,
+}
+
+/// Messages `skip..skip + top` of `found`, newest first, in the request's
+/// shape; and whether more follow.
+fn page(
+    d: &Demo,
+    req: &HttpRequest,
+    mut found: Vec<&DemoMessage>,
+    skip: usize,
+    top: usize,
+) -> (Value, bool) {
+    found.sort_by_key(|m| std::cmp::Reverse(m.received));
+    let pascal = outlook(req);
+    let value: Vec<Value> = found
+        .iter()
+        .skip(skip)
+        .take(top)
+        .map(|m| render(m, pascal, &d.public_base))
+        .collect();
+    (
+        json!({ "@odata.context": "demo", "value": value }),
+        found.len() > skip.saturating_add(top),
+    )
 }
 
 /// The words of a `$search="…"` KQL phrase (quotes and backslashes unescaped).
@@ -284,25 +299,15 @@ pub(super) async fn search(
         .map(str::to_owned)
         .collect();
     let mailbox = d.mailbox(person);
-    let mut found: Vec<&DemoMessage> = mailbox
+    let found: Vec<&DemoMessage> = mailbox
         .iter()
         .filter(|m| {
             let text = searchable(m);
             needles.iter().all(|n| text.contains(n.as_str()))
         })
         .collect();
-    found.sort_by_key(|m| std::cmp::Reverse(m.received));
-    let pascal = outlook(&req);
-    let value: Vec<Value> = found
-        .iter()
-        .skip(skip)
-        .take(top)
-        .map(|m| render(m, pascal, &d.public_base))
-        .collect();
-    let mut body = json!({ "@odata.context": "demo", "value": value });
-    if found.len() > skip.saturating_add(top)
-        && let Ok(mut next) = url::Url::parse(&format!("{}{}", d.internal_base, req.path()))
-    {
+    let (mut body, more) = page(d, &req, found, skip, top);
+    if more && let Ok(mut next) = url::Url::parse(&format!("{}{}", d.internal_base, req.path())) {
         {
             let mut pairs = next.query_pairs_mut();
             if let Some(s) = &q.search {

@@ -18,15 +18,16 @@ const ID: &str = "AAMkAGI2TG93AAA=";
 const BODY_POLICY: &str = "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 const BODY_POLICY_IMAGES: &str = "sandbox allow-popups allow-popups-to-escape-sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data: https:; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 
-struct Api {
-    idp: MockIdp,
-    app: TestApp,
+pub struct Api {
+    pub idp: MockIdp,
+    pub app: TestApp,
     /// `/v1.0` (graph) or `/api/v2.0` (outlook).
-    prefix: &'static str,
-    outlook: bool,
+    pub prefix: &'static str,
+    pub outlook: bool,
 }
 
-async fn api(outlook: bool) -> Api {
+/// The app against a mock mail API of either shape, signed in.
+pub async fn api(outlook: bool) -> Api {
     let idp = MockIdp::start().await;
     let prefix = if outlook { "/api/v2.0" } else { "/v1.0" };
     let url = format!("{}{prefix}", idp.uri());
@@ -48,7 +49,7 @@ impl Api {
     }
 
     /// A field name in this API's case.
-    fn f(&self, graph: &str) -> String {
+    pub fn f(&self, graph: &str) -> String {
         if self.outlook {
             let mut c = graph.chars();
             c.next()

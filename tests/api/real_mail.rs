@@ -7,6 +7,7 @@ use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::*;
+use crate::reading::api;
 
 const ID: &str = "AAMkAGI2TG93AAA=";
 
@@ -245,22 +246,9 @@ async fn an_attached_message_downloads_as_eml_and_a_reference_is_a_link_out() {
 #[tokio::test]
 async fn attachment_names_are_only_ever_names_in_both_shapes() {
     for outlook in [false, true] {
-        let idp = MockIdp::start().await;
-        let prefix = if outlook { "/api/v2.0" } else { "/v1.0" };
-        let url = format!("{}{prefix}", idp.uri());
-        let flavour = if outlook { "outlook" } else { "graph" };
-        let app =
-            spawn_with(idp.settings(&[("MAIL_API", flavour), ("MAIL_API_URL", url.as_str())]))
-                .await;
-        idp.sign_in_ok(&app).await;
-        let f = |g: &str| {
-            if outlook {
-                let mut c = g.chars();
-                c.next().unwrap().to_ascii_uppercase().to_string() + c.as_str()
-            } else {
-                g.to_owned()
-            }
-        };
+        let a = api(outlook).await;
+        let (idp, app, prefix) = (&a.idp, &a.app, a.prefix);
+        let f = |g: &str| a.f(g);
         let long = format!("{}.pdf", "Ω".repeat(300));
         for (aid, name, ascii) in [
             ("AT1", "Q4 \"final\"; v2.xlsx", "Q4 _final__ v2.xlsx"),
@@ -409,14 +397,8 @@ async fn an_empty_or_over_long_search_is_a_400_that_calls_nothing() {
 #[tokio::test]
 async fn search_words_are_one_kql_phrase_in_both_shapes() {
     for outlook in [false, true] {
-        let idp = MockIdp::start().await;
-        let prefix = if outlook { "/api/v2.0" } else { "/v1.0" };
-        let url = format!("{}{prefix}", idp.uri());
-        let flavour = if outlook { "outlook" } else { "graph" };
-        let app =
-            spawn_with(idp.settings(&[("MAIL_API", flavour), ("MAIL_API_URL", url.as_str())]))
-                .await;
-        idp.sign_in_ok(&app).await;
+        let a = api(outlook).await;
+        let (idp, app, prefix) = (&a.idp, &a.app, a.prefix);
         Mock::given(method("GET"))
             .and(path(format!("{prefix}/me/messages")))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
@@ -431,7 +413,7 @@ async fn search_words_are_one_kql_phrase_in_both_shapes() {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let calls = mail_calls(&idp, &format!("{prefix}/me/messages")).await;
+        let calls = mail_calls(idp, &format!("{prefix}/me/messages")).await;
         assert_eq!(calls.len(), 1);
         let pairs: Vec<(String, String)> = calls[0]
             .url
