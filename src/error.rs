@@ -408,7 +408,7 @@ fn mail_page(e: &MailError) -> ErrorPage<'_> {
             "The mail service answered with an error.",
         )
         .code(code.as_deref()),
-        MailError::Malformed { .. } => ErrorPage::new(
+        MailError::Malformed { .. } | MailError::SyncReset { .. } => ErrorPage::new(
             S::BAD_GATEWAY,
             "Your mailbox sent something we could not read",
             "The mail service answered, but not with the messages we asked for.",

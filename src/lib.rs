@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod logging;
 pub mod mail;
 pub mod metrics;
+pub mod notifications;
 pub mod observe;
 pub mod pages;
 pub mod ready;

@@ -226,6 +226,21 @@ pub fn action(outcome: &'static str, reason: &'static str) {
     counter!("actions_total", "outcome" => outcome, "reason" => reason).increment(1);
 }
 
+/// A change or lifecycle notification, or a step of the live Inbox, by outcome.
+pub fn notification(outcome: &'static str) {
+    counter!("notifications_total", "outcome" => outcome).increment(1);
+}
+
+/// `n` notifications with the same outcome.
+pub fn notifications(outcome: &'static str, n: usize) {
+    counter!("notifications_total", "outcome" => outcome).increment(n as u64);
+}
+
+/// Live Inbox streams open on this instance.
+pub fn live_streams(n: usize) {
+    metrics::gauge!("live_streams").set(n as f64);
+}
+
 /// A signing-key set download.
 pub fn key_fetch(ok: bool) {
     counter!("key_fetches_total", "result" => if ok { "ok" } else { "failed" }).increment(1);

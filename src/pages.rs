@@ -90,6 +90,16 @@ pub struct InboxView {
     /// "More results" (the search's next page).
     pub more_href: Option<String>,
     pub rows: Vec<MessageRow>,
+    /// New mail appears by itself (page 1 of the Inbox, Graph): the time
+    /// the page was made (Unix seconds), for the stream to start from.
+    pub live_since: Option<i64>,
+}
+
+/// New Inbox rows, as the table renders them (for the live Inbox).
+#[derive(Template)]
+#[template(path = "live_rows.html")]
+pub struct RowsView {
+    pub rows: Vec<MessageRow>,
 }
 
 /// A message as the Inbox table shows it.

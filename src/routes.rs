@@ -76,7 +76,7 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
             .content_type("text/plain; charset=utf-8")
             .body("redis unavailable");
     }
-    if let Err(e) = state.decisions.ping().await {
+    if let Err(e) = state.store.ping().await {
         tracing::warn!(error = %e, "health check: the decision store is unavailable");
         return HttpResponse::ServiceUnavailable()
             .content_type("text/plain; charset=utf-8")

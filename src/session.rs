@@ -121,6 +121,7 @@ const ISSUED_AT: &str = "issued_at";
 const REAUTH_AT: &str = "reauth_at";
 const CLAIMS: &str = "claims_challenge";
 const ADMIN_CONSENT_STATE: &str = "admin_consent_state";
+const BROWSER: &str = "browser";
 
 /// A typed wrapper over the actix session.
 pub struct TypedSession(Session);
@@ -240,6 +241,16 @@ impl TypedSession {
         self.0
             .insert(USER, user)
             .map_err(|e| SessionError::Write(e.to_string()))
+    }
+
+    /// This browser session's own random id (made on first use), to count
+    /// what one session holds open; `None` if the session cannot be written.
+    pub fn browser_id(&self) -> Option<String> {
+        if let Some(id) = self.0.get::<String>(BROWSER).ok().flatten() {
+            return Some(id);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.0.insert(BROWSER, &id).ok().map(|()| id)
     }
 
     /// True when the server-side store (Redis) could not be read for this request.

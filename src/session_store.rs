@@ -36,6 +36,8 @@ pub struct Redis {
     store: RedisSessionStore,
     pool: Pool,
     target: String,
+    /// For connections outside the pool (pub/sub).
+    client: redis::Client,
 }
 
 impl Redis {
@@ -63,7 +65,7 @@ impl Redis {
             }
         }
         .map_err(|e| bad(e.to_string()))?;
-        let info = client.get_connection_info();
+        let info = client.get_connection_info().clone();
         let target = match &info.addr {
             ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
             ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port} (TLS)"),
@@ -85,6 +87,7 @@ impl Redis {
             store,
             pool,
             target,
+            client,
         })
     }
 
@@ -115,6 +118,15 @@ impl Redis {
             .await
             .map_err(|e| e.to_string())?;
         Ok(written.is_some())
+    }
+
+    /// A connection of its own for pub/sub (subscribed connections cannot
+    /// serve other commands), within [`REDIS_TIMEOUT`].
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, String> {
+        tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "no answer within 2 s".to_owned())?
+            .map_err(|e| explain_redis(&e))
     }
 
     /// The connection pool (shared with the decision store).

@@ -66,6 +66,17 @@ pub enum DecisionStoreKind {
     Redis,
 }
 
+/// How the open Inbox learns of new mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notifications {
+    /// Graph change notifications to `{PUBLIC_URL}/notifications`.
+    Webhook,
+    /// A delta query every 30 s per person with an open Inbox.
+    Poll,
+    /// No live Inbox.
+    Off,
+}
+
 /// Which Actionable Message token scheme `/api/expense` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActionScheme {
@@ -154,6 +165,12 @@ pub struct Settings {
     pub action_originator: Option<String>,
     /// Refuse actions whose body carries no ticket.
     pub action_require_ticket: bool,
+    /// How the open Inbox learns of new mail (`Off` with the Outlook API).
+    pub notifications: Notifications,
+    /// Live Inbox streams one instance holds at most.
+    pub live_max_streams: usize,
+    /// How often polling asks the delta query (30 s; tests shorten it).
+    pub poll_period: Duration,
     /// Timeout for every outbound HTTP call (10 s; tests shorten it).
     pub upstream_timeout: Duration,
     /// An unknown `kid` refetches a key set at most this often (60 s; tests shorten it).
@@ -479,12 +496,18 @@ impl Settings {
             None => None,
         };
 
-        let decision_store = match var("DECISION_STORE").as_deref() {
+        // DATA_STORE, or DECISION_STORE, its old name.
+        let (store_variable, store_value) = match (var("DATA_STORE"), var("DECISION_STORE")) {
+            (Some(v), _) => ("DATA_STORE", Some(v)),
+            (None, Some(v)) => ("DECISION_STORE", Some(v)),
+            (None, None) => ("DATA_STORE", None),
+        };
+        let decision_store = match store_value.as_deref() {
             None | Some("sqlite") => DecisionStoreKind::Sqlite,
             Some("redis") => DecisionStoreKind::Redis,
             Some(other) => {
                 return Err(bad(
-                    "DECISION_STORE",
+                    store_variable,
                     format!("`{other}` is not `sqlite` or `redis`"),
                 ));
             }
@@ -499,6 +522,51 @@ impl Settings {
                     format!("`{other}` is not `true` or `false`"),
                 ));
             }
+        };
+
+        let reachable_by_graph = public_url.scheme() == "https";
+        let notifications = match var("NOTIFICATIONS").as_deref() {
+            None | Some("auto") if reachable_by_graph || demo => Notifications::Webhook,
+            None | Some("auto") => Notifications::Poll,
+            Some("webhook") if reachable_by_graph || is_loopback(&public_url) => {
+                Notifications::Webhook
+            }
+            Some("webhook") => {
+                return Err(bad(
+                    "NOTIFICATIONS",
+                    format!(
+                        "is `webhook`, but Graph delivers change notifications only to https URLs and PUBLIC_URL is `{}`; use `poll`, or an https PUBLIC_URL",
+                        public_url.as_str().trim_end_matches('/')
+                    ),
+                ));
+            }
+            Some("poll") => Notifications::Poll,
+            Some("off") => Notifications::Off,
+            Some(other) => {
+                return Err(bad(
+                    "NOTIFICATIONS",
+                    format!("`{other}` is not `webhook`, `poll`, `off` or `auto`"),
+                ));
+            }
+        };
+        // Graph only: the retired Outlook REST API has no live Inbox here.
+        let notifications = if mail_api == MailApi::Outlook {
+            Notifications::Off
+        } else {
+            notifications
+        };
+        let live_max_streams = match var("LIVE_MAX_STREAMS") {
+            None => 5_000,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    bad(
+                        "LIVE_MAX_STREAMS",
+                        format!("`{v}` is not a number from 1 to 1000000"),
+                    )
+                })?,
         };
 
         let log_format = match var("LOG_FORMAT").as_deref() {
@@ -519,6 +587,9 @@ impl Settings {
             data_dir,
             action_originator,
             action_require_ticket,
+            notifications,
+            live_max_streams,
+            poll_period: Duration::from_secs(30),
             bind,
             public_url,
             public_url_explicit,
@@ -851,6 +922,93 @@ mod tests {
         ] {
             assert!(settings(&[("PUBLIC_URL", url)]).unwrap().demo, "{url}");
         }
+    }
+
+    #[test]
+    fn notifications_follow_the_public_url_and_the_mail_api() {
+        let real = [("CLIENT_ID", "abc"), ("CLIENT_SECRET", "s")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = real.to_vec();
+            v.extend_from_slice(extra);
+            settings(&v)
+        };
+        assert_eq!(
+            settings(&[]).unwrap().notifications,
+            Notifications::Webhook,
+            "demo"
+        );
+        assert_eq!(with(&[]).unwrap().notifications, Notifications::Poll);
+        assert_eq!(
+            with(&[("PUBLIC_URL", "https://inbox.contoso.com")])
+                .unwrap()
+                .notifications,
+            Notifications::Webhook
+        );
+        let e = with(&[
+            ("PUBLIC_URL", "http://inbox.contoso.com"),
+            ("NOTIFICATIONS", "webhook"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.variable, "NOTIFICATIONS");
+        assert!(e.to_string().contains("https"), "{e}");
+        assert_eq!(
+            with(&[("NOTIFICATIONS", "webhook")]).unwrap().notifications,
+            Notifications::Webhook,
+            "loopback (tests)"
+        );
+        assert_eq!(
+            with(&[("NOTIFICATIONS", "off")]).unwrap().notifications,
+            Notifications::Off
+        );
+        assert_eq!(
+            with(&[("NOTIFICATIONS", "webhook"), ("MAIL_API", "outlook")])
+                .unwrap()
+                .notifications,
+            Notifications::Off
+        );
+        assert_eq!(
+            with(&[("NOTIFICATIONS", "push")]).unwrap_err().variable,
+            "NOTIFICATIONS"
+        );
+        assert_eq!(
+            with(&[("LIVE_MAX_STREAMS", "0")]).unwrap_err().variable,
+            "LIVE_MAX_STREAMS"
+        );
+        assert_eq!(
+            with(&[("LIVE_MAX_STREAMS", "20")])
+                .unwrap()
+                .live_max_streams,
+            20
+        );
+    }
+
+    #[test]
+    fn data_store_is_read_under_both_names() {
+        assert_eq!(
+            settings(&[("DATA_STORE", "redis")]).unwrap().decision_store,
+            DecisionStoreKind::Redis
+        );
+        assert_eq!(
+            settings(&[("DECISION_STORE", "redis")])
+                .unwrap()
+                .decision_store,
+            DecisionStoreKind::Redis
+        );
+        assert_eq!(
+            settings(&[("DATA_STORE", "sqlite"), ("DECISION_STORE", "redis")])
+                .unwrap()
+                .decision_store,
+            DecisionStoreKind::Sqlite,
+            "the new name wins"
+        );
+        assert_eq!(
+            settings(&[("DATA_STORE", "pg")]).unwrap_err().variable,
+            "DATA_STORE"
+        );
+        assert_eq!(
+            settings(&[("DECISION_STORE", "pg")]).unwrap_err().variable,
+            "DECISION_STORE"
+        );
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl Application {
         let redis = shared_redis
             .clone()
             .filter(|_| settings.session_store == SessionStore::Redis);
-        let decisions = match (&settings.decision_store, shared_redis) {
+        let store = match (&settings.decision_store, shared_redis) {
             (DecisionStoreKind::Redis, Some(r)) => Store::new(Backend::Redis(RedisStore::new(r))),
             _ => {
                 let dir = settings.data_dir.clone();
@@ -140,7 +140,15 @@ impl Application {
                 verified: Default::default(),
             },
             ready: Default::default(),
-            decisions,
+            live: Arc::new(crate::notifications::Live::new(
+                settings.live_max_streams,
+                match store.redis() {
+                    Some(r) => crate::notifications::bus::Bus::redis(r),
+                    None => crate::notifications::bus::Bus::local(),
+                },
+                crate::notifications::graph::Subscriptions::new(http.clone(), &mail_url),
+            )),
+            store,
 
             cookie,
             session_key,
@@ -254,13 +262,16 @@ impl Application {
                 )
                 .await;
         });
+        let bus = tokio::spawn(crate::notifications::bus::Bus::listen(
+            self.state.clone().into_inner(),
+        ));
         let state = self.state.clone();
         let pruning = tokio::spawn(async move {
             // Kept answers expire after ANSWER_TTL_SECS in every store.
             let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
             loop {
                 every.tick().await;
-                match state.decisions.prune_answers(crate::clock::now()).await {
+                match state.store.prune_answers(crate::clock::now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(answers = n, "forgot expired action answers"),
                     Err(e) => {
@@ -288,12 +299,13 @@ impl Application {
         // to DRAIN), then this returns. SIGINT (Ctrl-C) stops at once.
         let result = self.server.await;
         discovery.abort();
+        bus.abort();
         pruning.abort();
         summary.abort();
         if let Some(metrics) = metrics {
             metrics.stop(true).await;
         }
-        self.state.decisions.close().await;
+        self.state.store.close().await;
         tracing::info!("stopped");
         result
     }
@@ -367,6 +379,18 @@ fn server(
             .route("/gettoken", web::get().to(auth::routes::gettoken))
             .route("/signout", web::get().to(auth::routes::signout))
             .route("/mail", web::get().to(mail::routes::inbox))
+            .route(
+                "/mail/events",
+                web::get().to(crate::notifications::routes::events),
+            )
+            .route(
+                "/notifications",
+                web::post().to(crate::notifications::routes::notifications),
+            )
+            .route(
+                "/notifications/lifecycle",
+                web::post().to(crate::notifications::routes::lifecycle),
+            )
             .route("/mail/{id}", web::get().to(mail::routes::message))
             .route("/mail/{id}/body", web::get().to(mail::routes::body))
             .route(
@@ -380,6 +404,7 @@ fn server(
             .route("/static/icon.svg", web::get().to(icon))
             .route("/static/clip.svg", web::get().to(clip))
             .route("/static/local-time.js", web::get().to(local_time))
+            .route("/static/live-inbox.js", web::get().to(live_inbox))
             .configure(|cfg| {
                 if let Some(d) = &demo {
                     cfg.app_data(d.clone());
@@ -399,6 +424,7 @@ const SITE_CSS: &str = include_str!("../static/site.css");
 const ICON_SVG: &str = include_str!("../static/icon.svg");
 const CLIP_SVG: &str = include_str!("../static/clip.svg");
 const LOCAL_TIME_JS: &str = include_str!("../static/local-time.js");
+const LIVE_INBOX_JS: &str = include_str!("../static/live-inbox.js");
 
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
     HttpResponse::Ok()
@@ -424,4 +450,8 @@ async fn clip() -> HttpResponse {
 
 async fn local_time() -> HttpResponse {
     asset("text/javascript; charset=utf-8", LOCAL_TIME_JS)
+}
+
+async fn live_inbox() -> HttpResponse {
+    asset("text/javascript; charset=utf-8", LIVE_INBOX_JS)
 }

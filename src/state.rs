@@ -45,8 +45,10 @@ pub struct AppState {
     pub cookie: Option<CookieShape>,
     /// The key that encrypts session cookies.
     pub session_key: actix_web::cookie::Key,
-    /// Expenses and their decisions (`DECISION_STORE`).
-    pub decisions: crate::store::Store,
+    /// Expenses, decisions, subscriptions and deltaLinks (`DATA_STORE`).
+    pub store: crate::store::Store,
+    /// The live Inbox: streams, feeds, subscriptions.
+    pub live: Arc<crate::notifications::Live>,
 }
 
 /// The mail API, and what reading a message body needs.

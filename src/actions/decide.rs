@@ -44,13 +44,13 @@ pub(super) async fn expense(state: &AppState, a: Admitted) -> HttpResponse {
     // A retry of the same action gets exactly the first answer: looked up by
     // this performer's request id, and only for this expense.
     if let Some(rid) = &a.stored_request_id {
-        match state.decisions.answer(performer, rid, now()).await {
+        match state.store.answer(performer, rid, now()).await {
             Ok(Some(first)) if first.expense_id == expense.id => {
                 metrics::action("repeated", "");
                 tracing::info!(action_request_id = %a.request_id, card_correlation_id = %a.correlation_id, status = first.status, "a repeated action request: the first answer again");
                 let standing = match standing {
                     Some(d) => Some(d),
-                    None => match state.decisions.expense(&expense.id).await {
+                    None => match state.store.expense(&expense.id).await {
                         Ok(found) => found.and_then(|(_, d)| d),
                         Err(e) => return store_down(&a, e),
                     },
@@ -78,7 +78,7 @@ pub(super) async fn expense(state: &AppState, a: Admitted) -> HttpResponse {
     };
     let decided = match standing {
         Some(d) => Decided::Earlier(expense, d),
-        None => match state.decisions.decide(&expense.id, &recorded).await {
+        None => match state.store.decide(&expense.id, &recorded).await {
             Ok(d) => d,
             Err(e) => return store_down(&a, e),
         },
@@ -124,7 +124,7 @@ pub(super) async fn expense(state: &AppState, a: Admitted) -> HttpResponse {
     };
     if let Some(rid) = &a.stored_request_id {
         match state
-            .decisions
+            .store
             .keep_answer(performer, rid, &answer, now())
             .await
         {
@@ -177,7 +177,7 @@ async fn load(
     a: &Admitted,
     expense_id: &str,
 ) -> Result<(Expense, Option<Recorded>), HttpResponse> {
-    let (expense, standing) = match state.decisions.expense(expense_id).await {
+    let (expense, standing) = match state.store.expense(expense_id).await {
         Ok(Some(found)) => found,
         Ok(None) => return Err(unknown(a, expense_id)),
         Err(e) => return Err(store_down(a, e)),

@@ -268,6 +268,10 @@ pub async fn signout(state: web::Data<AppState>, session: TypedSession) -> HttpR
     if let Some(user) = session.user() {
         // What the server kept for this person goes with the session.
         state.mail.reader.forget(&user.person_key());
+        tokio::spawn(crate::notifications::upkeep::drop_subscription(
+            state.clone().into_inner(),
+            user,
+        ));
     }
     session.purge();
     let end_session = state

@@ -91,7 +91,7 @@ pub async fn send(
     let recipient = user.email.trim().to_lowercase();
     // At most SENDS_PER_MINUTE a person: each send is a real email.
     match state
-        .decisions
+        .store
         .note_send(&recipient, created_at, super::SENDS_PER_MINUTE)
         .await
     {
@@ -112,11 +112,7 @@ pub async fn send(
         SAMPLES[(uuid::Uuid::new_v4().as_bytes()[0] as usize) % SAMPLES.len()];
     // The id is taken now, the expense written only once Graph accepted the
     // mail: a refused or throttled send leaves nothing behind.
-    let id = match state
-        .decisions
-        .reserve_expense_id(year_of(created_at))
-        .await
-    {
+    let id = match state.store.reserve_expense_id(year_of(created_at)).await {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(error = %e, "no expense id could be taken");
@@ -171,7 +167,7 @@ pub async fn send(
     {
         return mail_failed(&session, &state, e);
     }
-    if let Err(e) = state.decisions.insert_expense(&expense).await {
+    if let Err(e) = state.store.insert_expense(&expense).await {
         // The mail is out but its expense is not kept: its buttons will say
         // "not known". Rare (the store failed between two calls); logged.
         tracing::error!(expense = %expense.id, error = %e, "a card was sent but its expense could not be saved");

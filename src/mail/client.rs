@@ -73,6 +73,11 @@ pub enum MailError {
     /// The message does not exist (any more), or the id is not a message id.
     #[error("no such message (client-request-id {client_request_id})")]
     NotFound { client_request_id: String },
+    /// A delta query's state is gone (`410`): start again without the deltaLink.
+    #[error(
+        "the mail API no longer knows this delta state (client-request-id {client_request_id})"
+    )]
+    SyncReset { client_request_id: String },
     #[error(
         "the mail API sent an answer we could not read (client-request-id {client_request_id})"
     )]
@@ -97,6 +102,7 @@ impl MailError {
             | MailError::Timeout { client_request_id }
             | MailError::Unreachable { client_request_id }
             | MailError::NotFound { client_request_id }
+            | MailError::SyncReset { client_request_id }
             | MailError::Malformed {
                 client_request_id, ..
             } => client_request_id,
@@ -111,6 +117,17 @@ pub struct BodyAnswer {
     /// Cut at [`MAX_MESSAGE_BODY`].
     pub truncated: bool,
     pub change_key: Option<String>,
+}
+
+/// One round of a delta query: the Inbox messages created or changed (not
+/// the removed ones), and where to go on.
+#[derive(Debug, Default)]
+pub struct DeltaPage {
+    pub messages: Vec<Message>,
+    /// More of this round.
+    pub next_link: Option<String>,
+    /// The round is done: ask this next time.
+    pub delta_link: Option<String>,
 }
 
 /// An inline image: what the body's `cid:` names, and its content.
@@ -410,6 +427,98 @@ impl MailClient {
         })
     }
 
+    /// One round of the Inbox's delta query: from `link` (a nextLink or
+    /// deltaLink of an earlier round, checked to be ours), or, without one,
+    /// a fresh start that counts only messages received from `since` on
+    /// (Graph's `$filter` on `receivedDateTime`), so that an Inbox of
+    /// thousands is not read in full to find what is new.
+    pub async fn delta(
+        &self,
+        token: &str,
+        mailbox: &str,
+        link: Option<&str>,
+        since: time::OffsetDateTime,
+    ) -> Result<DeltaPage, MailError> {
+        let url = match link {
+            Some(link) => self.own_delta_link(link).ok_or(MailError::SyncReset {
+                client_request_id: String::new(),
+            })?,
+            None => {
+                let since = since
+                    .replace_nanosecond(0)
+                    .unwrap_or(since)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let filter = format!("receivedDateTime ge {since}");
+                let filter = percent_encoding::utf8_percent_encode(&filter, QUERY_VALUE);
+                format!(
+                    "{}/me/mailFolders/inbox/messages/delta?$select=receivedDateTime,subject,from,isRead,hasAttachments,importance&$filter={filter}",
+                    self.base
+                )
+            }
+        };
+        let answer = self
+            .fetch_url(
+                &url,
+                token,
+                mailbox,
+                false,
+                Some("odata.maxpagesize=50"),
+                Read::Whole(MAX_BODY),
+            )
+            .await?;
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            value: Vec<serde_json::Value>,
+            #[serde(default, rename = "@odata.nextLink")]
+            next_link: Option<String>,
+            #[serde(default, rename = "@odata.deltaLink")]
+            delta_link: Option<String>,
+        }
+        let raw: Raw = serde_json::from_slice(&answer.bytes).map_err(|e| {
+            tracing::warn!(client_request_id = %answer.client_request_id, error = %e, "the delta answer is not the expected JSON");
+            MailError::Malformed {
+                client_request_id: answer.client_request_id.clone(),
+                request_id: answer.request_id.clone(),
+            }
+        })?;
+        let mut page = DeltaPage {
+            next_link: raw.next_link.filter(|l| self.own_delta_link(l).is_some()),
+            delta_link: raw.delta_link.filter(|l| self.own_delta_link(l).is_some()),
+            ..DeltaPage::default()
+        };
+        for item in raw.value {
+            if item.get("@removed").is_some() {
+                continue;
+            }
+            if let Ok(m) = serde_json::from_value::<RawMessage>(item) {
+                page.messages.push(Message::from(m));
+            }
+        }
+        Ok(page)
+    }
+
+    /// `link` when it is a delta URL of this mail API's Inbox.
+    pub fn own_delta_link(&self, link: &str) -> Option<String> {
+        let url = Url::parse(link).ok()?;
+        let base = Url::parse(&self.base).ok()?;
+        let path = url.path().to_ascii_lowercase();
+        let inbox = format!(
+            "{}/me/mailfolders/inbox/messages/delta",
+            base.path().trim_end_matches('/').to_ascii_lowercase()
+        );
+        let quoted = format!(
+            "{}/me/mailfolders('inbox')/messages/delta",
+            base.path().trim_end_matches('/').to_ascii_lowercase()
+        );
+        (url.origin() == base.origin()
+            && (path == inbox || path == quoted || path == quoted.replace('\'', "%27"))
+            && url.fragment().is_none()
+            && url.username().is_empty())
+        .then(|| url.to_string())
+    }
+
     /// The path and query of a search: `$search` with the words as one KQL
     /// phrase (`"` and `\` escaped inside it), the list's fields, ten.
     pub fn search_path(&self, query: &str) -> String {
@@ -656,6 +765,10 @@ async fn failure(response: reqwest::Response, client_request_id: String) -> Mail
         StatusCode::NOT_FOUND => {
             tracing::info!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), "mail API: no such item");
             MailError::NotFound { client_request_id }
+        }
+        StatusCode::GONE => {
+            tracing::info!(%client_request_id, upstream_request_id = request_id.as_deref().unwrap_or(""), "mail API: the delta state is gone; starting again");
+            MailError::SyncReset { client_request_id }
         }
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
             let wait = header(&response, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v));

@@ -8,7 +8,9 @@ pub mod reader;
 pub mod routes;
 pub mod sanitize;
 
-pub use client::{BodyAnswer, InlineImage, MailClient, MailError, kql_phrase};
+pub use client::{
+    BodyAnswer, DeltaPage, InlineImage, MailClient, MailError, kql_phrase, parse_retry_after,
+};
 pub use model::{Message, Profile};
 
 /// The longest search accepted, in characters.

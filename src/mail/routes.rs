@@ -16,6 +16,7 @@ use crate::error::{AppError, html};
 use crate::http::redirect;
 use crate::pages::{BodyView, InboxView, MessageRow, MessageView};
 use crate::session::{SignedInUser, TypedSession};
+use crate::settings::Notifications;
 use crate::state::AppState;
 
 /// Where an expired or refused access token sends the person: a silent
@@ -78,6 +79,14 @@ pub async fn inbox(
     let Some(page) = page_number(&q) else {
         return AppError::BadPage.render(state.chrome(&session));
     };
+    // Page 1 of the Inbox is live: new mail appears by itself.
+    let live = page == 1 && state.settings.notifications != Notifications::Off;
+    if live && state.settings.notifications == Notifications::Webhook {
+        tokio::spawn(crate::notifications::upkeep::ensure_subscription(
+            state.clone().into_inner(),
+            user.clone(),
+        ));
+    }
     match state
         .mail
         .client
@@ -95,6 +104,7 @@ pub async fn inbox(
                 query: None,
                 continued: false,
                 more_href: None,
+                live_since: live.then(crate::clock::now),
                 rows: inbox
                     .messages
                     .into_iter()
@@ -145,6 +155,7 @@ async fn search(
                 query: Some(words.to_owned()),
                 continued: next.is_some(),
                 more_href,
+                live_since: None,
                 rows: found
                     .messages
                     .into_iter()

@@ -168,6 +168,62 @@ pub trait DecisionStore: Send + Sync {
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// A person's Graph subscription to their Inbox, and their Inbox deltaLink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Whose it is: `{tid}/{oid}` (see `SignedInUser::person_key`).
+    pub owner: String,
+    /// Graph's subscription id.
+    pub id: String,
+    /// SHA-256 of the `clientState` sent at creation, hex (the secret itself
+    /// is never kept).
+    pub client_state_hash: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// The mailbox, for `X-AnchorMailbox` when it is renewed or deleted.
+    pub mailbox: String,
+}
+
+/// Subscriptions and deltaLinks, in the same store as expenses.
+pub trait SubscriptionStore: Send + Sync {
+    /// `owner`'s subscription, if any.
+    fn subscription_of(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+
+    /// The subscription with Graph id `id`, if it is ours.
+    fn subscription(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Subscription>, StoreError>> + Send;
+
+    /// Keeps `s` as its owner's one subscription (replacing any other).
+    fn put_subscription(
+        &self,
+        s: &Subscription,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Forgets `owner`'s subscription.
+    fn delete_subscription(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// `owner`'s Inbox deltaLink, if any.
+    fn delta_link(
+        &self,
+        owner: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// Keeps (or, with `None`, forgets) `owner`'s Inbox deltaLink.
+    fn set_delta_link(
+        &self,
+        owner: &str,
+        link: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// An expense before it has an id.
 #[derive(Clone, Debug)]
 pub struct NewExpense {
@@ -430,6 +486,60 @@ impl RecentSends {
         }
         times.push(now);
         Ok(())
+    }
+}
+
+impl SubscriptionStore for Store {
+    async fn subscription_of(&self, owner: &str) -> Result<Option<Subscription>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.subscription_of(owner).await,
+            Backend::Redis(s) => s.subscription_of(owner).await,
+        }
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.subscription(id).await,
+            Backend::Redis(s) => s.subscription(id).await,
+        }
+    }
+
+    async fn put_subscription(&self, sub: &Subscription) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.put_subscription(sub).await,
+            Backend::Redis(s) => s.put_subscription(sub).await,
+        }
+    }
+
+    async fn delete_subscription(&self, owner: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.delete_subscription(owner).await,
+            Backend::Redis(s) => s.delete_subscription(owner).await,
+        }
+    }
+
+    async fn delta_link(&self, owner: &str) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.delta_link(owner).await,
+            Backend::Redis(s) => s.delta_link(owner).await,
+        }
+    }
+
+    async fn set_delta_link(&self, owner: &str, link: Option<&str>) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.set_delta_link(owner, link).await,
+            Backend::Redis(s) => s.set_delta_link(owner, link).await,
+        }
+    }
+}
+
+impl Store {
+    /// The shared Redis, when this store is Redis (for live-Inbox events).
+    pub fn redis(&self) -> Option<std::sync::Arc<crate::session_store::Redis>> {
+        match &self.backend {
+            Backend::Redis(s) => Some(s.redis()),
+            Backend::Sqlite(_) => None,
+        }
     }
 }
 

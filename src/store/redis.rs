@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{
-    ANSWER_TTL_SECS, Answer, Decided, DecisionStore, Expense, Recorded, StoreError, expense_id,
-    performer_key,
+    ANSWER_TTL_SECS, Answer, Decided, DecisionStore, Expense, Recorded, StoreError, Subscription,
+    SubscriptionStore, expense_id, performer_key,
 };
 use crate::session_store::Redis;
 
@@ -39,6 +39,11 @@ fn key(kind: &str, id: &str) -> String {
 impl RedisStore {
     pub fn new(redis: Arc<Redis>) -> Self {
         Self { redis }
+    }
+
+    /// The shared Redis (for live-Inbox events across instances).
+    pub fn redis(&self) -> Arc<Redis> {
+        self.redis.clone()
     }
 
     /// Closes the pool (shared with sessions; called after the server stopped).
@@ -218,5 +223,101 @@ impl DecisionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.redis.ping().await.map_err(StoreError::Unavailable)
+    }
+}
+
+impl SubscriptionStore for RedisStore {
+    async fn subscription_of(&self, owner: &str) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.conn().await?;
+        self.get_json(&mut conn, &key("subscription", owner)).await
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let mut conn = self.conn().await?;
+        let owner: Option<String> = redis::cmd("GET")
+            .arg(key("subscription-id", id))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        let found: Option<Subscription> = self
+            .get_json(&mut conn, &key("subscription", &owner))
+            .await?;
+        Ok(found.filter(|s| s.id == id))
+    }
+
+    async fn put_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let json = serde_json::to_string(s).map_err(unavailable)?;
+        // Both keys live as long as the subscription, and a day more.
+        let ttl = (s.expires_at - crate::clock::now()).max(0) + 24 * 3600;
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(key("subscription", &s.owner))
+            .arg(json)
+            .arg("EX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(key("subscription-id", &s.id))
+            .arg(&s.owner)
+            .arg("EX")
+            .arg(ttl)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete_subscription(&self, owner: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        if let Some(s) = self
+            .get_json::<Subscription>(&mut conn, &key("subscription", owner))
+            .await?
+        {
+            redis::cmd("DEL")
+                .arg(key("subscription-id", &s.id))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
+        redis::cmd("DEL")
+            .arg(key("subscription", owner))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delta_link(&self, owner: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("GET")
+            .arg(key("delta", owner))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn set_delta_link(&self, owner: &str, link: Option<&str>) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let cmd = match link {
+            // A deltaLink older than a month is not worth keeping.
+            Some(link) => {
+                let mut c = redis::cmd("SET");
+                c.arg(key("delta", owner))
+                    .arg(link)
+                    .arg("EX")
+                    .arg(31 * 24 * 3600);
+                c
+            }
+            None => {
+                let mut c = redis::cmd("DEL");
+                c.arg(key("delta", owner));
+                c
+            }
+        };
+        cmd.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 }

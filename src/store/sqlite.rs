@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     ANSWER_TTL_SECS, Answer, Decided, Decision, DecisionStore, Expense, Recorded, StoreError,
-    expense_id, performer_key,
+    Subscription, SubscriptionStore, expense_id, performer_key,
 };
 use crate::settings::ConfigError;
 
@@ -71,6 +71,19 @@ const MIGRATIONS: &[&str] = &[
         last INTEGER NOT NULL
     );
     INSERT INTO expense_ids (year, last) SELECT year, MAX(seq) FROM expenses GROUP BY year;",
+    // 3: each person's Graph subscription to their Inbox (its clientState
+    // only as a hash), and their Inbox deltaLink.
+    "CREATE TABLE subscriptions (
+        owner TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        client_state_hash TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        mailbox TEXT NOT NULL
+    );
+    CREATE TABLE delta_links (
+        owner TEXT PRIMARY KEY,
+        link TEXT NOT NULL
+    );",
 ];
 
 pub struct SqliteStore {
@@ -189,6 +202,99 @@ impl SqliteStore {
         .await
         .map_err(unavailable)?
         .map_err(unavailable)
+    }
+}
+
+const SELECT_SUBSCRIPTION: &str =
+    "SELECT owner, id, client_state_hash, expires_at, mailbox FROM subscriptions";
+
+fn subscription_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Subscription> {
+    Ok(Subscription {
+        owner: r.get(0)?,
+        id: r.get(1)?,
+        client_state_hash: r.get(2)?,
+        expires_at: r.get(3)?,
+        mailbox: r.get(4)?,
+    })
+}
+
+impl SubscriptionStore for SqliteStore {
+    async fn subscription_of(&self, owner: &str) -> Result<Option<Subscription>, StoreError> {
+        let owner = owner.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("{SELECT_SUBSCRIPTION} WHERE owner = ?1"),
+                [&owner],
+                subscription_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn subscription(&self, id: &str) -> Result<Option<Subscription>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!("{SELECT_SUBSCRIPTION} WHERE id = ?1"),
+                [&id],
+                subscription_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn put_subscription(&self, s: &Subscription) -> Result<(), StoreError> {
+        let s = s.clone();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM subscriptions WHERE owner = ?1 OR id = ?2", params![s.owner, s.id])?;
+            tx.execute(
+                "INSERT INTO subscriptions (owner, id, client_state_hash, expires_at, mailbox) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![s.owner, s.id, s.client_state_hash, s.expires_at, s.mailbox],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn delete_subscription(&self, owner: &str) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.with(move |conn| {
+            conn.execute("DELETE FROM subscriptions WHERE owner = ?1", [&owner])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn delta_link(&self, owner: &str) -> Result<Option<String>, StoreError> {
+        let owner = owner.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT link FROM delta_links WHERE owner = ?1",
+                [&owner],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_delta_link(&self, owner: &str, link: Option<&str>) -> Result<(), StoreError> {
+        let (owner, link) = (owner.to_owned(), link.map(str::to_owned));
+        self.with(move |conn| {
+            match link {
+                Some(link) => conn.execute(
+                    "INSERT INTO delta_links (owner, link) VALUES (?1, ?2)
+                     ON CONFLICT (owner) DO UPDATE SET link = excluded.link",
+                    params![owner, link],
+                ),
+                None => conn.execute("DELETE FROM delta_links WHERE owner = ?1", [&owner]),
+            }
+            .map(|_| ())
+        })
+        .await
     }
 }
 

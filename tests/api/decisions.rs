@@ -42,7 +42,7 @@ pub const JOHN: &str = "john@contoso.com";
 
 pub async fn new_expense(app: &TestApp, recipient: Option<&str>) -> String {
     app.state
-        .decisions
+        .store
         .create_expense(NewExpense {
             amount_cents: 48_213,
             currency: "EUR".into(),
@@ -142,7 +142,7 @@ async fn the_first_decision_is_recorded_and_the_card_refreshed() {
     );
     // The status text names no person; the card does.
     assert!(!r.message.unwrap().contains("john"));
-    let (_, recorded) = p.app.state.decisions.expense(&id).await.unwrap().unwrap();
+    let (_, recorded) = p.app.state.store.expense(&id).await.unwrap().unwrap();
     let recorded = recorded.unwrap();
     assert_eq!(recorded.performer, "john@contoso.com");
     assert_eq!(recorded.action_request_id.as_deref(), Some("r-1"));
@@ -398,7 +398,7 @@ async fn forty_presses(apps: &[Arc<TestApp>], idp: &MockIdp, id: &str) {
     for t in tasks {
         replies.push(t.await.unwrap());
     }
-    let (_, recorded) = apps[0].state.decisions.expense(id).await.unwrap().unwrap();
+    let (_, recorded) = apps[0].state.store.expense(id).await.unwrap().unwrap();
     let decided = recorded.expect("a decision was recorded").decision.as_str();
     let mut firsts = 0;
     for (action, r) in &replies {
@@ -448,7 +448,7 @@ async fn forty_concurrent_mixed_presses_over_two_instances_sharing_redis_record_
     let b = Arc::new(spawn_with(idp.settings(&vars)).await);
     let id = new_expense(&a, Some(JOHN)).await;
     assert!(
-        b.state.decisions.expense(&id).await.unwrap().is_some(),
+        b.state.store.expense(&id).await.unwrap().is_some(),
         "the instances share the store"
     );
     forty_presses(&[a, b], &idp, &id).await;

@@ -174,7 +174,7 @@ async fn sessions_and_decisions_work_over_tls_with_a_private_ca() {
     // The decision store on the same TLS connection pool.
     let created = app
         .state
-        .decisions
+        .store
         .create_expense(NewExpense {
             amount_cents: 1_250,
             currency: "EUR".into(),
@@ -185,13 +185,7 @@ async fn sessions_and_decisions_work_over_tls_with_a_private_ca() {
         })
         .await
         .unwrap();
-    let (found, decided) = app
-        .state
-        .decisions
-        .expense(&created.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let (found, decided) = app.state.store.expense(&created.id).await.unwrap().unwrap();
     assert_eq!(found.purpose, "Train ticket");
     assert!(decided.is_none());
 }

@@ -100,7 +100,7 @@ async fn a_request_id_reused_for_another_expense_answers_for_that_expense() {
     assert_eq!(r.message.as_deref(), Some("The expense was approved."));
     let card = r.card.unwrap();
     assert_eq!(card_expense(&card), two);
-    let (_, decided) = p.app.state.decisions.expense(&two).await.unwrap().unwrap();
+    let (_, decided) = p.app.state.store.expense(&two).await.unwrap().unwrap();
     assert_eq!(
         decided.unwrap().decision,
         outlook_inbox::store::Decision::Approved
@@ -196,7 +196,7 @@ async fn only_the_recipient_or_a_ticket_holder_reads_or_decides_a_card() {
         r.message.as_deref(),
         Some("This card was sent to someone else, or it has expired.")
     );
-    let (_, decided) = p.app.state.decisions.expense(&id).await.unwrap().unwrap();
+    let (_, decided) = p.app.state.store.expense(&id).await.unwrap().unwrap();
     assert!(decided.is_none(), "someone else decided Adele's expense");
     // The recipient, with or without a ticket (case of the address aside).
     let adele = token_for(&p.idp, "AdeleV@Contoso.com");
@@ -315,7 +315,7 @@ async fn a_refused_or_throttled_send_leaves_no_expense_behind() {
         drop(mock);
         let id = format!("EXP-{year}-{:06}", n + 1);
         assert!(
-            p.app.state.decisions.expense(&id).await.unwrap().is_none(),
+            p.app.state.store.expense(&id).await.unwrap().is_none(),
             "a refused send left {id} behind"
         );
     }
@@ -323,7 +323,7 @@ async fn a_refused_or_throttled_send_leaves_no_expense_behind() {
     let (_, card) = send_a_card(&p).await;
     let id = card_expense(&card);
     assert_eq!(id, format!("EXP-{year}-000004"));
-    assert!(p.app.state.decisions.expense(&id).await.unwrap().is_some());
+    assert!(p.app.state.store.expense(&id).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -373,17 +373,13 @@ async fn redis_counts_sends_across_instances() {
     for n in 0..10 {
         let app = if n % 2 == 0 { &store_a } else { &store_b };
         assert_eq!(
-            app.state
-                .decisions
-                .note_send(&person, now, 10)
-                .await
-                .unwrap(),
+            app.state.store.note_send(&person, now, 10).await.unwrap(),
             Ok(())
         );
     }
     let wait = store_b
         .state
-        .decisions
+        .store
         .note_send(&person, now + 5, 10)
         .await
         .unwrap()
@@ -392,7 +388,7 @@ async fn redis_counts_sends_across_instances() {
     assert_eq!(
         store_a
             .state
-            .decisions
+            .store
             .note_send(&person, now + 61, 10)
             .await
             .unwrap(),
@@ -405,7 +401,7 @@ async fn redis_counts_sends_across_instances() {
 #[tokio::test]
 async fn kept_answers_older_than_31_days_are_ignored_and_pruned_in_sqlite() {
     let app = spawn_app().await;
-    let store = &app.state.decisions;
+    let store = &app.state.store;
     let answer = |id: &str| Answer {
         status: 200,
         message: "The expense was approved.".into(),
