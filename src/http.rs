@@ -13,6 +13,23 @@ pub fn redirect(to: &str) -> HttpResponse {
         .finish()
 }
 
+/// A POST from one of this app's own pages: `Origin` is ours, or — since
+/// `Referrer-Policy: no-referrer` makes browsers send `Origin: null` — the
+/// browser says `Sec-Fetch-Site: same-origin` (a header pages cannot set).
+/// A request with neither is refused.
+pub fn same_origin(public_url: &url::Url, req: &actix_web::HttpRequest) -> bool {
+    let ours = public_url.origin().ascii_serialization();
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    match (
+        header(actix_web::http::header::ORIGIN.as_str()),
+        header("sec-fetch-site"),
+    ) {
+        (Some(o), _) if o == ours => true,
+        (Some("null") | None, Some("same-origin")) => true,
+        _ => false,
+    }
+}
+
 /// Builds the shared client: keep-alive pool, a timeout, and no redirects
 /// (a token endpoint or API that redirects is an error, not something to follow
 /// with a bearer token or client secret attached).

@@ -171,6 +171,11 @@ pub struct Settings {
     pub live_max_streams: usize,
     /// How often polling asks the delta query (30 s; tests shorten it).
     pub poll_period: Duration,
+    /// How long the demo's "have someone send me a message" takes (3 s).
+    pub demo_arrival_delay: Duration,
+    /// How often an open live-Inbox stream says it is still there (25 s;
+    /// a client that went away is noticed at the next one).
+    pub live_heartbeat: Duration,
     /// Timeout for every outbound HTTP call (10 s; tests shorten it).
     pub upstream_timeout: Duration,
     /// An unknown `kid` refetches a key set at most this often (60 s; tests shorten it).
@@ -590,6 +595,8 @@ impl Settings {
             notifications,
             live_max_streams,
             poll_period: Duration::from_secs(30),
+            demo_arrival_delay: Duration::from_secs(3),
+            live_heartbeat: Duration::from_secs(25),
             bind,
             public_url,
             public_url_explicit,

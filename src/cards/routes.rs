@@ -1,7 +1,6 @@
 //! `POST /cards/send`: "Send me a test expense card".
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::ORIGIN;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
@@ -57,26 +56,12 @@ fn script_safe(json: &str) -> String {
     safe
 }
 
-/// A POST from one of this app's own pages: `Origin` is ours, or — since
-/// `Referrer-Policy: no-referrer` makes browsers send `Origin: null` — the
-/// browser says `Sec-Fetch-Site: same-origin` (a header pages cannot set).
-/// A request with neither is refused.
-fn same_origin(state: &AppState, req: &HttpRequest) -> bool {
-    let ours = state.settings.public_url.origin().ascii_serialization();
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    match (header(ORIGIN.as_str()), header("sec-fetch-site")) {
-        (Some(o), _) if o == ours => true,
-        (Some("null") | None, Some("same-origin")) => true,
-        _ => false,
-    }
-}
-
 pub async fn send(
     state: web::Data<AppState>,
     session: TypedSession,
     req: HttpRequest,
 ) -> HttpResponse {
-    if !same_origin(&state, &req) {
+    if !crate::http::same_origin(&state.settings.public_url, &req) {
         tracing::warn!("a card send from another origin (or none) was refused");
         return AppError::CrossOrigin.render(state.chrome(&session));
     }

@@ -577,14 +577,17 @@ pub(super) async fn send_mail(
             to: vec![(PEOPLE[p].name.to_owned(), PEOPLE[p].upn.to_owned())],
             cc: vec![],
             card: card.clone(),
+            seq: 0,
         };
-        let mut mailbox = d.mailbox_mut(p);
-        while mailbox.iter().filter(|m| m.card.is_some()).count() >= MAX_DELIVERED {
-            if let Some(oldest) = mailbox.iter().position(|m| m.card.is_some()) {
-                mailbox.remove(oldest);
+        {
+            let mut mailbox = d.mailbox_mut(p);
+            while mailbox.iter().filter(|m| m.card.is_some()).count() >= MAX_DELIVERED {
+                if let Some(oldest) = mailbox.iter().position(|m| m.card.is_some()) {
+                    mailbox.remove(oldest);
+                }
             }
         }
-        mailbox.push(message);
+        d.deliver(p, message);
     }
     HttpResponse::Accepted()
         .insert_header(("request-id", uuid::Uuid::new_v4().to_string()))

@@ -66,6 +66,8 @@ pub struct DemoMessage {
     pub cc: Vec<(String, String)>,
     /// An actionable message's card: as sent, and as last refreshed.
     pub card: Option<DemoCard>,
+    /// When it was delivered, in the stand-in's order (0: there from the start).
+    pub seq: u64,
 }
 
 impl DemoMessage {
@@ -395,6 +397,7 @@ pub fn mailbox(
             to: vec![(me.name.to_owned(), me.upn.to_owned())],
             cc,
             card: None,
+            seq: 0,
         });
         // Gaps grow from minutes to days, like a real Inbox.
         at -= Duration::minutes(23 + (i as i64 * i as i64) * 9 + (i as i64 % 3) * 41);
@@ -417,6 +420,7 @@ pub fn mailbox(
             to: vec![(me.name.to_owned(), me.upn.to_owned())],
             cc: vec![],
             card: None,
+            seq: 0,
         });
     }
     messages.push(DemoMessage {
@@ -432,6 +436,7 @@ pub fn mailbox(
         to: vec![],
         cc: vec![],
         card: None,
+        seq: 0,
     });
     messages.push(DemoMessage {
         id: format!("AAMkAD{person}D01"),
@@ -446,6 +451,7 @@ pub fn mailbox(
         to: vec![],
         cc: vec![],
         card: None,
+        seq: 0,
     });
     // Newest first, as the folders list them.
     messages.sort_by_key(|m| std::cmp::Reverse(m.received));

@@ -11,6 +11,7 @@ mod graph;
 mod idp;
 pub mod mailbox;
 mod png;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -70,6 +71,12 @@ pub struct Demo {
     action_audience: String,
     legacy_actions: bool,
     legacy_issuer: String,
+    /// Graph subscriptions the stand-in keeps, by id.
+    subscriptions: Mutex<HashMap<String, subscriptions::DemoSubscription>>,
+    /// The last delivery's sequence number (for delta tokens).
+    next_seq: std::sync::atomic::AtomicU64,
+    /// How long "have someone send me a message" takes.
+    arrival_delay: std::time::Duration,
 }
 
 impl Demo {
@@ -105,6 +112,9 @@ impl Demo {
                 .unwrap_or_default(),
             legacy_actions: settings.action_scheme == crate::settings::ActionScheme::Legacy,
             legacy_issuer: settings.action_issuer.clone(),
+            subscriptions: Mutex::new(HashMap::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
+            arrival_delay: settings.demo_arrival_delay,
         }
     }
 
@@ -161,6 +171,13 @@ impl Demo {
     }
 }
 
+impl Demo {
+    /// Graph subscriptions the stand-in holds now (tests count them).
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+}
+
 impl DemoLinks for Demo {
     fn card_page(&self, message_id: &str) -> Option<String> {
         self.card_of(message_id)
@@ -206,6 +223,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/graph/v1.0/me/sendMail", web::post().to(graph::send_mail))
             .route("/graph/v1.0/me/messages", web::get().to(graph::search))
+            .route(
+                "/graph/v1.0/subscriptions",
+                web::post().to(subscriptions::create),
+            )
+            .route(
+                "/graph/v1.0/subscriptions/{id}",
+                web::patch().to(subscriptions::renew),
+            )
+            .route(
+                "/graph/v1.0/subscriptions/{id}",
+                web::delete().to(subscriptions::delete),
+            )
+            .route(
+                "/graph/v1.0/subscriptions/{id}/reauthorize",
+                web::post().to(subscriptions::reauthorize),
+            )
+            .route(
+                "/graph/v1.0/me/mailFolders/inbox/messages/delta",
+                web::get().to(subscriptions::delta),
+            )
+            .route("/mail/arrive", web::post().to(subscriptions::arrive))
+            .route("/mail/lifecycle", web::post().to(subscriptions::lifecycle))
             .route(
                 "/outlook/api/v2.0/me/messages",
                 web::get().to(graph::search),

@@ -59,6 +59,11 @@ impl Bus {
         }
     }
 
+    /// Redis pub/sub is connected (always false without Redis).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
     async fn publish(&self, message: &Message) -> bool {
         let Some(redis) = &self.redis else {
             return false;

@@ -165,8 +165,16 @@ impl Subscriptions {
     }
 }
 
+/// A path segment: unreserved characters as they are (Graph's ids are
+/// GUIDs), everything else encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 fn path(id: &str, rest: &str) -> String {
-    let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+    let id = percent_encoding::utf8_percent_encode(id, SEGMENT);
     format!("/subscriptions/{id}{rest}")
 }
 

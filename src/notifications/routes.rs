@@ -28,9 +28,6 @@ pub const MAX_VALIDATION_TOKEN: usize = 4 * 1024;
 /// Subscriptions not in memory that one request may look up in the store.
 const LOOKUPS_PER_REQUEST: usize = 16;
 
-/// How often an open stream says it is still there.
-const HEARTBEAT: Duration = Duration::from_secs(25);
-
 #[derive(Deserialize)]
 pub struct Validation {
     #[serde(rename = "validationToken")]
@@ -324,7 +321,7 @@ pub async fn events(
             sse_event(&event)
         });
     sse::Sse::from_infallible_stream(events)
-        .with_keep_alive(HEARTBEAT)
+        .with_keep_alive(state.settings.live_heartbeat)
         .with_retry_duration(Duration::from_secs(3))
         .customize()
         .insert_header(("X-Accel-Buffering", "no"))

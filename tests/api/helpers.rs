@@ -113,6 +113,13 @@ impl TestApp {
         }
     }
 
+    /// A POST as one of the app's own pages sends it (its `Origin`).
+    pub fn post_from_page(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .header("Origin", self.address.as_str())
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()
     }

@@ -8,6 +8,7 @@ mod demo_flow;
 mod edges;
 mod helpers;
 mod id_token;
+mod live;
 mod mail;
 mod operations;
 mod reading;
