@@ -21,7 +21,9 @@ use crate::mail::MailError;
 use crate::state::AppState;
 use crate::store::SubscriptionStore as _;
 
-/// Streams one browser session may hold open.
+/// Streams one browser session may hold open; a new one beyond them ends
+/// that session's oldest (most likely a page the person already left: a
+/// closed page is noticed only at the next heartbeat).
 pub const STREAMS_PER_SESSION: usize = 5;
 
 /// Events kept per feed for `Last-Event-ID` to resume from.
@@ -169,10 +171,14 @@ impl Feed {
 /// Why a stream could not be opened.
 #[derive(Debug, PartialEq, Eq)]
 pub enum OpenError {
-    /// This session has [`STREAMS_PER_SESSION`] open already.
-    TooManyForSession,
     /// This instance holds `LIVE_MAX_STREAMS`.
     Full,
+}
+
+/// A stream's place among its session's: ended by a newer one when full.
+struct Place {
+    id: u64,
+    end: Arc<tokio::sync::Notify>,
 }
 
 /// What keeps a stream counted; dropped when the stream ends (the client
@@ -181,12 +187,15 @@ pub struct StreamGuard {
     live: Weak<Live>,
     feed: Arc<Feed>,
     session: String,
+    id: u64,
+    /// Notified when a newer stream of the same session takes this one's place.
+    pub ended: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         if let Some(live) = self.live.upgrade() {
-            live.close(&self.feed, &self.session);
+            live.close(&self.feed, &self.session, self.id);
         }
     }
 }
@@ -202,7 +211,8 @@ struct Known {
 pub struct Live {
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     streams: AtomicUsize,
-    per_session: Mutex<HashMap<String, usize>>,
+    per_session: Mutex<HashMap<String, VecDeque<Place>>>,
+    next_stream: AtomicU64,
     max_streams: usize,
     known: Mutex<HashMap<String, Known>>,
     /// People whose subscription is being made or renewed right now.
@@ -228,6 +238,7 @@ impl Live {
             feeds: Mutex::default(),
             streams: AtomicUsize::new(0),
             per_session: Mutex::default(),
+            next_stream: AtomicU64::new(0),
             max_streams,
             known: Mutex::default(),
             ensuring: Mutex::default(),
@@ -288,17 +299,31 @@ impl Live {
         ),
         OpenError,
     > {
+        let id = self.next_stream.fetch_add(1, Ordering::SeqCst);
+        let ended = Arc::new(tokio::sync::Notify::new());
         {
             let mut per = self.per_session.lock().unwrap_or_else(|p| p.into_inner());
-            let n = per.entry(session.to_owned()).or_default();
-            if *n >= STREAMS_PER_SESSION {
-                return Err(OpenError::TooManyForSession);
-            }
-            if self.streams.fetch_add(1, Ordering::SeqCst) >= self.max_streams {
+            let places = per.entry(session.to_owned()).or_default();
+            if places.len() < STREAMS_PER_SESSION
+                && self.streams.fetch_add(1, Ordering::SeqCst) >= self.max_streams
+            {
                 self.streams.fetch_sub(1, Ordering::SeqCst);
+                if places.is_empty() {
+                    per.remove(session);
+                }
                 return Err(OpenError::Full);
             }
-            *n += 1;
+            if places.len() >= STREAMS_PER_SESSION {
+                // The oldest ends, and this one counts in its place.
+                if let Some(oldest) = places.pop_front() {
+                    oldest.end.notify_one();
+                }
+                self.streams.fetch_add(1, Ordering::SeqCst);
+            }
+            places.push_back(Place {
+                id,
+                end: ended.clone(),
+            });
         }
         let feed = {
             let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
@@ -319,18 +344,20 @@ impl Live {
                 live: Arc::downgrade(self),
                 feed,
                 session: session.to_owned(),
+                id,
+                ended,
             },
             first,
         ))
     }
 
-    fn close(&self, feed: &Arc<Feed>, session: &str) {
+    fn close(&self, feed: &Arc<Feed>, session: &str, id: u64) {
         self.streams.fetch_sub(1, Ordering::SeqCst);
         {
             let mut per = self.per_session.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = per.get_mut(session) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
+            if let Some(places) = per.get_mut(session) {
+                places.retain(|p| p.id != id);
+                if places.is_empty() {
                     per.remove(session);
                 }
             }

@@ -267,12 +267,6 @@ pub async fn events(
     let opened = state.live.open(&person, &browser, credentials, last_id);
     let (backlog, rx, guard, first) = match opened {
         Ok(o) => o,
-        Err(OpenError::TooManyForSession) => {
-            return plain(
-                StatusCode::TOO_MANY_REQUESTS,
-                "This browser has the Inbox open in too many tabs to keep them all live.",
-            );
-        }
         Err(OpenError::Full) => {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -305,8 +299,12 @@ pub async fn events(
         tokio::time::sleep(expiry).await;
         Arc::new(LiveEvent::Expired)
     });
+    // A newer stream of this browser may take this one's place.
+    let ended = guard.ended.clone();
+    let replaced = async move { ended.notified().await };
     let events = futures_util::stream::iter(backlog)
         .chain(futures_util::stream::select(later, expired))
+        .take_until(replaced)
         .scan(false, |done, event| {
             // Nothing after `expired`.
             let out = if *done { None } else { Some(event) };
