@@ -745,18 +745,27 @@ mod tests {
             assert_eq!(first, i == 0);
             guards.push(g);
         }
-        assert_eq!(
-            live.open("p1", "s1", creds(), None).err(),
-            Some(OpenError::TooManyForSession)
+        // A sixth in the same session ends the oldest, in whose place it counts.
+        let oldest = guards[0].ended.clone();
+        let (_, _, g, _) = live.open("p1", "s1", creds(), None).unwrap();
+        assert!(
+            futures_util::FutureExt::now_or_never(oldest.notified()).is_some(),
+            "the oldest stream was not ended"
         );
+        guards.remove(0);
+        guards.push(g);
+        assert_eq!(live.open_streams(), STREAMS_PER_SESSION);
         let (_, _, g, _) = live.open("p1", "s2", creds(), None).unwrap();
         guards.push(g);
         assert_eq!(
             live.open("p2", "s3", creds(), None).err(),
             Some(OpenError::Full)
         );
-        guards.pop();
-        assert_eq!(live.open_streams(), STREAMS_PER_SESSION);
+        // A full instance still lets a browser replace its own oldest stream.
+        let (_, _, g, _) = live.open("p1", "s1", creds(), None).unwrap();
+        guards.remove(0);
+        guards.push(g);
+        assert_eq!(live.open_streams(), 6);
         guards.clear();
         assert_eq!(live.open_streams(), 0);
         assert!(
