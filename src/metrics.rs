@@ -210,6 +210,13 @@ pub fn upstream(service: Service, started: Instant, result: &reqwest::Result<req
         .record(started.elapsed().as_secs_f64());
 }
 
+/// A call given up on before its answer's head arrived (a deadline of the
+/// caller's own, not the client's).
+pub fn upstream_timed_out(service: Service) {
+    counter!("upstream_requests_total", "service" => service.as_str(), "status" => "timeout")
+        .increment(1);
+}
+
 /// Sends `request`, counting it under `service`.
 pub async fn send(
     service: Service,

@@ -162,7 +162,12 @@ impl Application {
                 settings.jwks_max_stale,
             )),
             mail: crate::state::MailParts {
-                client: MailClient::new(http.clone(), &mail_url, settings.mail_api),
+                client: MailClient::new(
+                    http.clone(),
+                    &mail_url,
+                    settings.mail_api,
+                    settings.upstream_timeout,
+                ),
                 reader: crate::mail::reader::Reader::new(Arc::new(
                     crate::mail::sanitize::Sanitizer::new(
                         settings
@@ -295,9 +300,15 @@ impl Application {
             tokio::spawn(server);
             handle
         });
-        // SIGTERM: actix stops accepting, lets requests in flight finish (up
+        // SIGTERM: stop accepting, end the live-Inbox streams (their
+        // browsers reconnect elsewhere), let requests in flight finish (up
         // to DRAIN), then this returns. SIGINT (Ctrl-C) stops at once.
+        let signals = tokio::spawn(stop_on_signals(
+            self.server.handle(),
+            self.state.live.clone(),
+        ));
         let result = self.server.await;
+        signals.abort();
         discovery.abort();
         bus.abort();
         pruning.abort();
@@ -309,6 +320,36 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// SIGTERM stops gracefully (new connections refused, live streams ended,
+/// requests in flight given up to [`DRAIN`]); SIGINT stops at once.
+async fn stop_on_signals(
+    server: actix_web::dev::ServerHandle,
+    live: Arc<crate::notifications::Live>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("signal handlers could not be installed; stop the server with SIGKILL");
+        return;
+    };
+    let graceful = tokio::select! {
+        _ = term.recv() => true,
+        _ = int.recv() => false,
+    };
+    if graceful {
+        tracing::info!(
+            drain_secs = DRAIN.as_secs(),
+            "SIGTERM: finishing requests in flight"
+        );
+        live.stop();
+    } else {
+        tracing::info!("SIGINT: stopping now");
+    }
+    server.stop(graceful).await;
 }
 
 /// Where this machine reaches a listener: a wildcard address (0.0.0.0 or
@@ -414,6 +455,7 @@ fn server(
             .default_service(web::to(routes::not_found))
     })
     .shutdown_timeout(DRAIN.as_secs())
+    .disable_signals()
     .listen(listener)
     .map_err(|e| StartupError::Bind(SocketAddr::from(([0, 0, 0, 0], 0)), e))?
     .run();

@@ -17,6 +17,7 @@ use actix_web::{HttpResponse, web};
 use futures_util::StreamExt as _;
 
 use super::MailError;
+use super::client::DOWNLOAD_IDLE;
 use super::model::{AttachmentKind, valid_id};
 use super::routes::{mail_failed, signed_in};
 use crate::error::{AppError, html};
@@ -105,12 +106,28 @@ pub async fn download(
         Err(e) => return mail_failed(&session, &state, e),
     };
     let length = upstream.content_length();
-    let stream = upstream.bytes_stream().map(|chunk| {
-        chunk.map_err(|e| {
-            tracing::warn!(error = %e, "an attachment download broke off upstream");
-            actix_web::error::ErrorBadGateway("the mail API stopped sending")
-        })
-    });
+    // Each piece must come within DOWNLOAD_IDLE; the whole may take as long
+    // as the browser needs (the upstream is read only as fast as it reads).
+    let stream =
+        futures_util::stream::unfold(Box::pin(upstream.bytes_stream()), |mut body| async move {
+            let piece = match tokio::time::timeout(DOWNLOAD_IDLE, body.next()).await {
+                Ok(None) => return None,
+                Ok(Some(Ok(bytes))) => Ok(bytes),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "an attachment download broke off upstream");
+                    Err(actix_web::error::ErrorBadGateway(
+                        "the mail API stopped sending",
+                    ))
+                }
+                Err(_) => {
+                    tracing::warn!("an attachment download stalled upstream; cut");
+                    Err(actix_web::error::ErrorGatewayTimeout(
+                        "the mail API stopped sending",
+                    ))
+                }
+            };
+            Some((piece, body))
+        });
     let mut response = HttpResponse::Ok();
     response
         .insert_header((CONTENT_TYPE, content_type))

@@ -163,14 +163,26 @@ pub struct MailClient {
     http: reqwest::Client,
     base: String,
     api: MailApi,
+    /// How long an answer's head may take (the shared client's timeout
+    /// covers whole answers; a streamed download gets longer, see
+    /// [`DOWNLOAD_LIMIT`]).
+    head_timeout: Duration,
 }
 
+/// A streamed attachment may take this long in all (a large file to a slow
+/// browser: the upstream is read only as fast as the browser takes it).
+pub const DOWNLOAD_LIMIT: Duration = Duration::from_secs(3600);
+
+/// A streamed attachment whose upstream sends nothing for this long is cut.
+pub const DOWNLOAD_IDLE: Duration = Duration::from_secs(30);
+
 impl MailClient {
-    pub fn new(http: reqwest::Client, base: &Url, api: MailApi) -> Self {
+    pub fn new(http: reqwest::Client, base: &Url, api: MailApi, head_timeout: Duration) -> Self {
         Self {
             http,
             base: base.as_str().trim_end_matches('/').to_owned(),
             api,
+            head_timeout,
         }
     }
 
@@ -388,7 +400,7 @@ impl MailClient {
     ) -> Result<reqwest::Response, MailError> {
         let path = self.attachment_path(id, Some(aid), "/$value")?;
         let url = format!("{}{path}", self.base);
-        self.send(&url, token, mailbox, true, None)
+        self.send(&url, token, mailbox, true, None, true)
             .await
             .map(|(response, _, _)| response)
     }
@@ -644,7 +656,7 @@ impl MailClient {
         read: Read,
     ) -> Result<Answer, MailError> {
         let (response, client_request_id, request_id) =
-            self.send(url, token, mailbox, retry, prefer).await?;
+            self.send(url, token, mailbox, retry, prefer, false).await?;
         let read = match read {
             Read::Whole(limit) => read_limited(response, limit).await.map(|b| (b, false)),
             Read::Prefix(limit) => read_prefix(response, limit).await,
@@ -680,6 +692,7 @@ impl MailClient {
         mailbox: &str,
         retry: bool,
         prefer: Option<&str>,
+        streamed: bool,
     ) -> Result<(reqwest::Response, String, Option<String>), MailError> {
         let mut attempt = 0;
         loop {
@@ -706,9 +719,28 @@ impl MailClient {
             {
                 request = request.header("X-AnchorMailbox", anchor);
             }
-            let response = crate::metrics::send(crate::metrics::Service::Graph, request)
+            let response = if streamed {
+                // The head within the usual time; the body as long as the
+                // browser takes to read it.
+                let request = request.timeout(DOWNLOAD_LIMIT);
+                match tokio::time::timeout(
+                    self.head_timeout,
+                    crate::metrics::send(crate::metrics::Service::Graph, request),
+                )
                 .await
-                .map_err(|e| send_failed(e, client_request_id.clone()))?;
+                {
+                    Ok(sent) => sent.map_err(|e| send_failed(e, client_request_id.clone()))?,
+                    Err(_) => {
+                        crate::metrics::upstream_timed_out(crate::metrics::Service::Graph);
+                        tracing::warn!(%client_request_id, "mail API timed out");
+                        return Err(MailError::Timeout { client_request_id });
+                    }
+                }
+            } else {
+                crate::metrics::send(crate::metrics::Service::Graph, request)
+                    .await
+                    .map_err(|e| send_failed(e, client_request_id.clone()))?
+            };
             let status = response.status();
             let request_id = header(&response, "request-id");
             match status {

@@ -222,6 +222,9 @@ pub struct Live {
     pub refusals: crate::logging::RefusalLog,
     pub bus: super::bus::Bus,
     pub subscriptions: super::graph::Subscriptions,
+    /// True once the server stops: every stream ends, so that browsers
+    /// reconnect to another instance and the drain is not held by them.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Subscriptions remembered at once; when full, the memory starts over
@@ -252,6 +255,21 @@ impl Live {
             refusals: crate::logging::RefusalLog::new(),
             bus,
             subscriptions,
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Ends every stream, now and later: the server is stopping.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once the server is stopping.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            // An error means the sender is gone: the server is gone too.
+            let _ = rx.wait_for(|stopping| *stopping).await;
         }
     }
 

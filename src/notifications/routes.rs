@@ -299,9 +299,16 @@ pub async fn events(
         tokio::time::sleep(expiry).await;
         Arc::new(LiveEvent::Expired)
     });
-    // A newer stream of this browser may take this one's place.
+    // A newer stream of this browser may take this one's place, and a
+    // stopping server ends them all.
     let ended = guard.ended.clone();
-    let replaced = async move { ended.notified().await };
+    let stopped = state.live.stopped();
+    let replaced = async move {
+        tokio::select! {
+            () = ended.notified() => {}
+            () = stopped => {}
+        }
+    };
     let events = futures_util::stream::iter(backlog)
         .chain(futures_util::stream::select(later, expired))
         .take_until(replaced)

@@ -519,20 +519,8 @@ async fn json_request_lines_carry_the_request_id_method_route_status_and_duratio
     assert!(line["timestamp"].is_string());
 }
 
-#[tokio::test]
-async fn sigterm_lets_a_request_in_flight_finish_and_closes_the_store() {
-    let idp = MockIdp::start().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let data = std::env::temp_dir().join(format!("oi-sigterm-{}", uuid::Uuid::new_v4().simple()));
-    let child = registered(&idp, port)
-        .env("DATA_DIR", &data)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_ready(&base).await;
-    let browser = browser();
-    // Sign in through the real flow.
+/// Signs `browser` in to the binary at `base` through the real flow.
+async fn sign_in_to(idp: &MockIdp, base: &str, browser: &reqwest::Client) {
     let r = browser.get(format!("{base}/signin")).send().await.unwrap();
     let authorize = url::Url::parse(&location(&r)).unwrap();
     let nonce = query(&authorize, "nonce").unwrap();
@@ -551,22 +539,95 @@ async fn sigterm_lets_a_request_in_flight_finish_and_closes_the_store() {
         .await
         .unwrap();
     assert_eq!(location(&r), "/mail");
-    // A slow Inbox: the request is in flight when SIGTERM arrives.
+}
+
+/// An Inbox that answers after `delay`.
+async fn slow_inbox(idp: &MockIdp, delay: Duration) {
     Mock::given(path("/v1.0/me/mailfolders/inbox/messages"))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({"value": [{"subject": "Finished after SIGTERM"}]}))
-                .set_delay(Duration::from_millis(1500)),
+                .set_delay(delay),
         )
         .mount(&idp.server)
         .await;
+}
+
+/// A connection of the test's own to the app's SQLite file, with a write
+/// of its own in the write-ahead log. While it stays open, the app's
+/// connection closing is not the last one, so SQLite does not fold the log
+/// into the file by itself: only the app's own checkpoint at close can.
+fn hold_the_store(data: &std::path::Path) -> (rusqlite::Connection, std::path::PathBuf) {
+    let held = rusqlite::Connection::open(data.join("outlook-inbox.sqlite3")).unwrap();
+    held.execute_batch(
+        "CREATE TABLE held_by_the_test(x); INSERT INTO held_by_the_test VALUES (1);",
+    )
+    .unwrap();
+    let wal = data.join("outlook-inbox.sqlite3-wal");
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the write went to the write-ahead log"
+    );
+    (held, wal)
+}
+
+/// Whether a brand-new connection (not a pooled one) gets an answer.
+async fn new_connection_answers(base: &str) -> bool {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok()
+}
+
+/// Sends `signal` (`TERM`, `INT`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish_refuses_new_ones_and_checkpoints_the_store() {
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let data = std::env::temp_dir().join(format!("oi-sigterm-{}", uuid::Uuid::new_v4().simple()));
+    let child = registered(&idp, port)
+        .env("DATA_DIR", &data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let (held, wal) = hold_the_store(&data);
+    let browser = browser();
+    sign_in_to(&idp, &base, &browser).await;
+    // A slow Inbox: the request is in flight when SIGTERM arrives.
+    slow_inbox(&idp, Duration::from_millis(2500)).await;
     let in_flight = tokio::spawn({
         let browser = browser.clone();
         let base = base.clone();
         async move { browser.get(format!("{base}/mail")).send().await }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(new_connection_answers(&base).await);
     terminate(&child);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // During the drain: the request is still in flight, and a new
+    // connection is refused.
+    assert!(!in_flight.is_finished(), "the drain did not wait");
+    assert!(
+        !new_connection_answers(&base).await,
+        "a new connection was served during the drain"
+    );
     let r = in_flight
         .await
         .unwrap()
@@ -577,9 +638,8 @@ async fn sigterm_lets_a_request_in_flight_finish_and_closes_the_store() {
         .await
         .unwrap();
     assert!(out.status.success(), "{:?}", out.status);
-    // And it stopped taking new requests.
-    assert!(browser.get(format!("{base}/healthz")).send().await.is_err());
-    // The store was closed after the last request: its log is folded into the file.
+    // The store was closed after the last request: its log is folded into
+    // the file although the test's connection is still open.
     let log = String::from_utf8_lossy(&out.stdout);
     let finished = log
         .find(r#"route="/mail" status=200"#)
@@ -588,10 +648,110 @@ async fn sigterm_lets_a_request_in_flight_finish_and_closes_the_store() {
         .find("decision store closed")
         .expect("the store was not closed");
     assert!(finished < closed, "{log}");
-    let wal = data.join("outlook-inbox.sqlite3-wal");
-    assert!(
-        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        0,
         "the write-ahead log still holds pages"
     );
+    let rows: i64 = held
+        .query_row("SELECT count(*) FROM held_by_the_test", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+    drop(held);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+#[tokio::test]
+async fn sigint_stops_without_waiting_for_requests_but_still_checkpoints_the_store() {
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let data = std::env::temp_dir().join(format!("oi-sigint-{}", uuid::Uuid::new_v4().simple()));
+    let child = registered(&idp, port)
+        .env("DATA_DIR", &data)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let (held, wal) = hold_the_store(&data);
+    let browser = browser();
+    sign_in_to(&idp, &base, &browser).await;
+    slow_inbox(&idp, Duration::from_secs(20)).await;
+    let in_flight = tokio::spawn({
+        let browser = browser.clone();
+        let base = base.clone();
+        async move { browser.get(format!("{base}/mail")).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    signal(&child, "INT");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    // The process ended while its request was still waiting upstream.
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "SIGINT waited for the request in flight"
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("decision store closed"), "{log}");
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        0,
+        "the write-ahead log still holds pages"
+    );
+    drop(held);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// The drain is capped at 25 s, inside the 30 s Container Apps and
+/// Kubernetes allow before SIGKILL: a request that would take a minute (here
+/// a notification body sent a byte at a time) does not hold the stop. (This
+/// test waits the 25 s.)
+#[tokio::test]
+async fn the_drain_ends_after_25_seconds_whatever_is_in_flight() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    assert_eq!(outlook_inbox::startup::DRAIN, Duration::from_secs(25));
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = registered(&idp, port)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /notifications HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (mut read, mut write) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..180 {
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let stopped = std::time::Instant::now();
+    terminate(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let took = stopped.elapsed();
+    assert!(out.status.success(), "{:?}", out.status);
+    // It waited for the request (the drain), then gave up on it: the
+    // process ended long before the body would have been complete (90 s).
+    assert!(took >= Duration::from_secs(24), "stopped after {took:?}");
+    assert!(took < Duration::from_secs(60), "stopped after {took:?}");
+    let mut answer = Vec::new();
+    let _ = read.read_to_end(&mut answer).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    trickle.abort();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("decision store closed"), "{log}");
 }
