@@ -205,6 +205,8 @@ async fn the_same_action_request_id_gets_exactly_the_first_answer() {
         Some("same-id"),
     )
     .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.message.as_deref(), Some("The expense was approved."));
     // A retry (even one that says something else) gets the first answer, not "already".
     for action in ["approve", "reject"] {
         let retry = press(
@@ -480,6 +482,60 @@ async fn an_unreachable_store_is_503_with_a_card_status_and_no_decision() {
     let h = app.get("/healthz").await;
     assert_eq!(h.status(), 503);
     assert_eq!(body(h).await, "store unavailable");
+}
+
+/// Redis goes away between two presses of one card: the press meanwhile is
+/// a 503 that records nothing; once it is back, Outlook's retry of that
+/// same request records the decision, exactly once.
+#[tokio::test]
+async fn redis_stopping_is_503_with_nothing_recorded_and_the_retry_after_it_returns_records_once() {
+    let mut redis = RedisServer::start_persistent();
+    let url = redis.url();
+    let p = provider(&[("DECISION_STORE", "redis"), ("REDIS_URL", url.as_str())]).await;
+    let id = new_expense(&p.app, Some(JOHN)).await;
+    let token = token_for(&p.idp, JOHN);
+    let body = json!({"expenseId": id, "action": "approve"});
+    redis.stop();
+    let r = press(&p.app, &token, body.clone(), Some("through-the-outage")).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.message.as_deref(),
+        Some("The service cannot record actions right now. Please try again later.")
+    );
+    redis.restart();
+    assert!(eventually(&p.app, "/healthz", 200).await);
+    // Nothing was recorded while it was down: the card still asks.
+    let card = press_at(
+        &p.app,
+        "/api/expense/card",
+        &token,
+        json!({"expenseId": id}),
+        None,
+    )
+    .await;
+    assert_eq!(card.status, 200);
+    assert_eq!(decision_line(card.card.as_ref().unwrap()), "");
+    // Outlook retries the same request (twice, racing): one decision, the
+    // same first answer for both.
+    let (a, b) = tokio::join!(
+        press(&p.app, &token, body.clone(), Some("through-the-outage")),
+        press(&p.app, &token, body.clone(), Some("through-the-outage")),
+    );
+    for r in [&a, &b] {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.message.as_deref(), Some("The expense was approved."));
+    }
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("outlook-inbox:decision:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
 }
 
 #[tokio::test]

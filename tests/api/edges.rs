@@ -203,13 +203,19 @@ async fn a_received_time_that_utc_cannot_hold_renders_as_missing() {
 }
 
 #[tokio::test]
-async fn an_absurd_expires_in_is_clamped_not_overflowed() {
+async fn an_absurd_expires_in_is_clamped_to_28_hours_not_overflowed() {
     let idp = MockIdp::start().await;
     let app = spawn_with(idp.settings(&[])).await;
     let r = idp
         .sign_in_valid(&app, json!({"expires_in": 9_223_372_036_854_775_807u64}))
         .await;
     assert_eq!(r.status(), 302, "{}", body(r).await);
+    // The session believes the token for at most 28 hours.
+    let entries = session_entries(&app, &app_cookie(&app).await);
+    let user: Value = serde_json::from_str(&entries["user"]).unwrap();
+    let expires_at = user["expires_at"].as_i64().unwrap();
+    assert!(expires_at <= now() + 28 * 3600, "{expires_at}");
+    assert!(expires_at >= now() + 28 * 3600 - 60, "{expires_at}");
     Mock::given(path(INBOX))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
         .mount(&idp.server)
@@ -217,18 +223,43 @@ async fn an_absurd_expires_in_is_clamped_not_overflowed() {
     assert_eq!(app.get("/mail").await.status(), 200);
 }
 
+#[tokio::test]
+async fn a_plain_expires_in_is_kept_as_it_is() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let r = idp.sign_in_valid(&app, json!({"expires_in": 4000})).await;
+    assert_eq!(r.status(), 302, "{}", body(r).await);
+    let entries = session_entries(&app, &app_cookie(&app).await);
+    let user: Value = serde_json::from_str(&entries["user"]).unwrap();
+    let expires_at = user["expires_at"].as_i64().unwrap();
+    assert!(
+        (now() + 3990..=now() + 4000).contains(&expires_at),
+        "{expires_at}"
+    );
+}
+
 // ---- 6. the action body is read only after the token ----
 
 #[tokio::test]
-async fn a_large_body_without_a_token_is_401_not_read() {
+async fn a_body_that_never_ends_without_a_token_is_401_not_read() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .post(app.url("/api/expense"))
-        .body(vec![b' '; 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+    // A body with no end: an answer at all proves the app did not wait to
+    // read it (a big read limit would wait forever).
+    let endless = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Some((Ok::<_, std::io::Error>(vec![b' '; 16 * 1024]), ()))
+    });
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.client
+            .post(app.url("/api/expense"))
+            .header("Content-Type", "application/json")
+            .body(reqwest::Body::wrap_stream(endless))
+            .send(),
+    )
+    .await
+    .expect("the app waited for a body that never ends")
+    .unwrap();
     assert_eq!(r.status(), 401);
 }
 
@@ -432,34 +463,49 @@ async fn the_demo_refuses_oversized_authorize_parameters() {
 // ---- 12. sessions expire after 12 hours, whatever the cookie says ----
 
 #[tokio::test]
-async fn a_cookie_session_older_than_12_hours_is_signed_out() {
+async fn a_cookie_session_lasts_12_hours_and_no_longer() {
     let app = spawn_app().await;
     sign_in_as(&app, 0).await;
     let r = app.get("/mail").await;
     assert_eq!(r.status(), 200);
     // Read the cookie the browser holds, as the app would, and age it.
     let cookie = app_cookie(&app).await;
-    let key = app.state.session_key.clone();
-    let mut jar = CookieJar::new();
-    jar.add_original(Cookie::parse_encoded(cookie).unwrap());
-    let plain = jar.private(&key).get("inbox_session").unwrap();
-    let mut state: std::collections::HashMap<String, String> =
-        serde_json::from_str(plain.value()).unwrap();
+    let plain = session_entries(&app, &cookie);
     // The cookie store keeps no ID or refresh token.
-    assert!(!plain.value().contains("refresh_token") && !plain.value().contains("id_token"));
-    let issued: i64 = state["issued_at"].parse().unwrap();
-    state.insert("issued_at".into(), (issued - 13 * 3600).to_string());
-    jar.private_mut(&key).add(Cookie::new(
-        "inbox_session",
-        serde_json::to_string(&state).unwrap(),
-    ));
-    let aged = jar.get("inbox_session").unwrap().encoded().to_string();
-    let r = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    assert!(
+        plain
+            .keys()
+            .all(|k| !k.contains("refresh") && !k.contains("id_token"))
+    );
+    assert!(
+        plain
+            .values()
+            .all(|v| !v.contains("refresh_token") && !v.contains("id_token"))
+    );
+    let issued: i64 = plain["issued_at"].parse().unwrap();
+    let aged = |by: i64| {
+        edit_cookie(&app, cookie.clone(), |state| {
+            state.insert("issued_at".into(), (issued - by).to_string());
+        })
+    };
+    let fresh = || {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    // Just inside: 11 h 59 min old, still signed in.
+    let r = fresh()
         .get(app.url("/mail"))
-        .header(COOKIE, aged)
+        .header(COOKIE, aged(12 * 3600 - 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Past: 12 h 1 min old, signed out.
+    let r = fresh()
+        .get(app.url("/mail"))
+        .header(COOKIE, aged(12 * 3600 + 60))
         .send()
         .await
         .unwrap();
@@ -629,13 +675,28 @@ async fn edited_cookie(
     edit: impl FnOnce(&mut std::collections::HashMap<String, String>),
 ) -> String {
     let cookie = app_cookie(app).await;
+    edit_cookie(app, cookie, edit)
+}
+
+/// The entries of the session in `cookie` (`name=value`, one piece).
+fn session_entries(app: &TestApp, cookie: &str) -> std::collections::HashMap<String, String> {
     let key = app.state.session_key.clone();
     let mut jar = CookieJar::new();
-    jar.add_original(Cookie::parse_encoded(cookie).unwrap());
+    jar.add_original(Cookie::parse_encoded(cookie.to_owned()).unwrap());
     let plain = jar.private(&key).get("inbox_session").unwrap();
-    let mut state: std::collections::HashMap<String, String> =
-        serde_json::from_str(plain.value()).unwrap();
+    serde_json::from_str(plain.value()).unwrap()
+}
+
+/// `cookie` decrypted, changed by `edit` and encrypted again.
+fn edit_cookie(
+    app: &TestApp,
+    cookie: String,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> String {
+    let key = app.state.session_key.clone();
+    let mut state = session_entries(app, &cookie);
     edit(&mut state);
+    let mut jar = CookieJar::new();
     jar.private_mut(&key).add(Cookie::new(
         "inbox_session",
         serde_json::to_string(&state).unwrap(),
@@ -643,27 +704,40 @@ async fn edited_cookie(
     jar.get("inbox_session").unwrap().encoded().to_string()
 }
 
-#[tokio::test]
-async fn a_pending_sign_in_expires_after_ten_minutes() {
-    let idp = MockIdp::start().await;
-    let app = spawn_with(idp.settings(&[])).await;
-    // app_cookie starts the sign-in whose pending state we age.
-    let aged = edited_cookie(&app, |state| {
+/// Starts a sign-in and ages its pending state by `age` seconds; then
+/// comes back to `/gettoken` with a code the token endpoint redeems (PKCE
+/// and nonce right), as Microsoft would after a slow sign-in.
+async fn come_back_after(idp: &MockIdp, app: &TestApp, age: i64) -> reqwest::Response {
+    let r = app.get("/signin").await;
+    let authorize = url::Url::parse(&location(&r)).unwrap();
+    let cookie = r
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("inbox_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let aged = edit_cookie(app, cookie, |state| {
         let mut pending: Value = serde_json::from_str(&state["pending"]).unwrap();
-        pending["created_at"] = json!(now() - 601);
+        pending["created_at"] = json!(now() - age);
         state.insert("pending".into(), pending.to_string());
-    })
+    });
+    let nonce = query(&authorize, "nonce").unwrap();
+    idp.token_answers_pkce(
+        json!({
+            "token_type": "Bearer", "expires_in": 3599,
+            "access_token": "eyJ0eXAiOiJKV1QifQ.aged.token",
+            "id_token": idp.signer.sign(&idp.id_claims(&nonce)).unwrap(),
+        }),
+        query(&authorize, "code_challenge").unwrap(),
+    )
     .await;
-    // The state the aged pending sign-in expects, read back from it.
-    let key = app.state.session_key.clone();
-    let mut jar = CookieJar::new();
-    jar.add_original(Cookie::parse_encoded(aged.clone()).unwrap());
-    let plain = jar.private(&key).get("inbox_session").unwrap();
-    let entries: std::collections::HashMap<String, String> =
-        serde_json::from_str(plain.value()).unwrap();
-    let pending: Value = serde_json::from_str(&entries["pending"]).unwrap();
-    let state = pending["state"].as_str().unwrap();
-    let r = reqwest::Client::builder()
+    let state = query(&authorize, "state").unwrap();
+    reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
@@ -671,7 +745,19 @@ async fn a_pending_sign_in_expires_after_ten_minutes() {
         .header(COOKIE, aged)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_pending_sign_in_lasts_ten_minutes_and_not_a_second_more() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    // Just inside: 9 min 50 s after it started, the sign-in completes.
+    let r = come_back_after(&idp, &app, 590).await;
+    assert_eq!(r.status(), 302, "{}", body(r).await);
+    assert_eq!(location(&r), "/mail");
+    // Just past: 10 min 1 s, it is refused before the code is redeemed.
+    let r = come_back_after(&idp, &app, 601).await;
     assert_eq!(r.status(), 400);
     assert!(body(r).await.contains("This sign-in took too long"));
 }

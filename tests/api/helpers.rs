@@ -364,6 +364,8 @@ impl TestApp {
 pub struct RedisServer {
     pub port: u16,
     child: Option<std::process::Child>,
+    /// Where an append-only file keeps the data across restarts, if it does.
+    keeps_in: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -373,7 +375,30 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            keeps_in: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// A server that keeps its data across [`restart`](Self::restart): every
+    /// write is in its append-only file before it answers.
+    pub fn start_persistent() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("oi-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            child: None,
+            keeps_in: Some(dir),
+        };
         server.restart();
         server
     }
@@ -400,9 +425,18 @@ impl RedisServer {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(match &self.keeps_in {
+                Some(dir) => vec![
+                    "--appendonly".to_owned(),
+                    "yes".to_owned(),
+                    "--appendfsync".to_owned(),
+                    "always".to_owned(),
+                    "--dir".to_owned(),
+                    dir.to_string_lossy().into_owned(),
+                ],
+                None => vec!["--appendonly".to_owned(), "no".to_owned()],
+            })
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect(
@@ -422,6 +456,9 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.keeps_in {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

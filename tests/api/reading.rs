@@ -94,16 +94,26 @@ impl Api {
             .await;
     }
 
+    /// Every request the mock received but discovery, keys and the token
+    /// endpoint: whatever path a stray call would take.
     async fn mail_calls(&self) -> usize {
-        self.idp
-            .server
-            .received_requests()
-            .await
-            .unwrap()
-            .iter()
-            .filter(|r| r.url.path().starts_with(&format!("{}/me/", self.prefix)))
-            .count()
+        calls_beside_sign_in(&self.idp).await
     }
+}
+
+/// Requests `idp` received, discovery, signing keys and the token endpoint
+/// aside.
+pub async fn calls_beside_sign_in(idp: &MockIdp) -> usize {
+    idp.server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            let p = r.url.path();
+            !p.contains("/.well-known/") && !p.ends_with("/keys") && !p.ends_with("/token")
+        })
+        .count()
 }
 
 fn inbox_rows(n: usize, start: usize) -> Value {
@@ -454,15 +464,24 @@ async fn a_hostile_html_body_is_sanitized_and_sandboxed_with_outlook() {
 #[tokio::test]
 async fn remote_images_are_shown_only_when_asked() {
     let a = api(false).await;
-    let html_in = "<p>Hi</p><img src=\"https://cdn.contoso.com/logo.png\" alt=\"Logo\"><img src=\"cid:image001.png@01D\" alt=\"Inline\">";
+    let html_in = "<p>Hi</p><img src=\"https://cdn.contoso.com/logo.png\" alt=\"Logo\"><img src=\"http://plain.contoso.com/pixel.gif\" alt=\"Plain\"><img src=\"cid:image001.png@01D\" alt=\"Inline\">";
     let (r, html) = body_doc(&a, "html", html_in, false).await;
     assert_eq!(header_of(&r, "content-security-policy"), BODY_POLICY);
     assert!(!html.contains("cdn.contoso.com") && !html.contains("cid:"));
+    assert!(!html.contains("plain.contoso.com"));
     assert!(html.contains("alt=\"Logo\"") && html.contains("data:image/svg+xml"));
     let (r, html) = body_doc(&a, "html", html_in, true).await;
     assert_eq!(header_of(&r, "content-security-policy"), BODY_POLICY_IMAGES);
     assert!(html.contains("https://cdn.contoso.com/logo.png"));
-    assert!(!html.contains("cid:"), "cid: images stay placeholders");
+    // Asked for, a plain-http image still is not loaded: it stays a
+    // placeholder (the frame's policy allows https: only, and the page
+    // would be mixed content).
+    assert!(!html.contains("plain.contoso.com"), "{html}");
+    assert!(html.contains("alt=\"Plain\""));
+    assert!(
+        !html.contains("cid:"),
+        "an inline image the message lacks stays a placeholder"
+    );
 }
 
 #[tokio::test]
@@ -520,11 +539,20 @@ async fn the_body_of_a_missing_message_says_so_inside_the_frame() {
 
 #[tokio::test]
 async fn signed_out_the_body_frame_asks_to_sign_in_and_calls_nothing() {
-    let app = spawn_app().await;
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
     let r = app.get("/mail/AAMkAD0003/body").await;
     assert_eq!(r.status(), 401);
     assert!(body(r).await.contains("Sign in again"));
     assert_eq!(location(&app.get("/mail/AAMkAD0003").await), "/");
+    assert_eq!(location(&app.get("/mail").await), "/");
+    assert_eq!(
+        app.get("/mail/AAMkAD0003/attachments/AAMkAT01")
+            .await
+            .status(),
+        302
+    );
+    assert_eq!(calls_beside_sign_in(&idp).await, 0);
 }
 
 // ---- the demo mailbox ----
@@ -550,6 +578,8 @@ async fn the_demo_mailbox_opens_messages_and_never_fetches_the_tracker() {
                 !html.contains("<script") && !html.contains("onerror"),
                 "{flavour} {id}"
             );
+            // With images blocked, no body names the tracker at all.
+            assert!(!html.contains("/_demo/tracker"), "{flavour} {id}");
         }
         let hostile = body(app.get("/mail/AAMkAD0003").await).await;
         assert!(hostile.contains("invoice.pdf.exe"));

@@ -166,6 +166,35 @@ async fn two_copies_of_one_request_racing_get_identical_first_answers() {
     }
 }
 
+/// The moment two racing copies meet, made to happen every time: the
+/// decision is recorded under the first copy's request id, but its answer is
+/// not kept yet (deleted here behind the app's back). The second copy must
+/// still answer as the first, not "already".
+#[tokio::test]
+async fn a_copy_that_finds_its_own_decision_but_no_kept_answer_answers_as_the_first() {
+    let p = provider(&[]).await;
+    let token = token_for(&p.idp, JOHN);
+    let id = new_expense(&p.app, Some(JOHN)).await;
+    let body = json!({"expenseId": id, "action": "approve"});
+    let first = press(&p.app, &token, body.clone(), Some("copy-x")).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.message.as_deref(), Some("The expense was approved."));
+    let file = p.app.state.settings.data_dir.join("outlook-inbox.sqlite3");
+    let db = rusqlite::Connection::open(file).unwrap();
+    assert_eq!(db.execute("DELETE FROM answers", []).unwrap(), 1);
+    drop(db);
+    let copy = press(&p.app, &token, body.clone(), Some("copy-x")).await;
+    assert_eq!(copy.status, 200);
+    assert_eq!(copy.message.as_deref(), Some("The expense was approved."));
+    // Another request id of the same person is a second press: "already".
+    let again = press(&p.app, &token, body, Some("copy-y")).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.message.as_deref(),
+        Some("This expense was already approved.")
+    );
+}
+
 // ---- 2. cards bound to their recipient ----
 
 #[tokio::test]
