@@ -115,8 +115,15 @@ mod tests {
 
     #[test]
     fn a_ticket_expires_after_30_days_and_its_expiry_cannot_be_edited() {
+        assert_eq!(TICKET_LIFETIME_SECS, 2_592_000, "30 days");
         let t = Tickets::new(&[7u8; 64]);
         let ticket = t.issue("EXP-1", "a@contoso.com", NOW);
+        assert!(ticket.starts_with(&format!("v1.{}.", NOW + 2_592_000)));
+        // The last second of the 30 days still works.
+        assert_eq!(
+            t.check(&ticket, "EXP-1", "a@contoso.com", NOW + 2_592_000),
+            Ok(())
+        );
         let later = NOW + TICKET_LIFETIME_SECS + 1;
         assert_eq!(
             t.check(&ticket, "EXP-1", "a@contoso.com", later),

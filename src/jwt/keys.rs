@@ -95,8 +95,10 @@ impl JwksCache {
     /// enough to trust are cached afterwards.
     pub async fn load(&self, url: &Url) -> bool {
         let set = self.set(url);
+        let before = set.read(|s| s.fetched_at);
         let _guard = set.fetching.lock().await;
-        if set.older_than(self.max_age) {
+        // Fetched by someone else while this waited: that fetch will do.
+        if set.read(|s| s.fetched_at) == before || before.is_none() {
             let _ = self.fetch(&set).await;
         }
         !set.older_than(self.max_stale)

@@ -633,6 +633,40 @@ async fn a_remembered_token_is_refused_once_its_key_is_retired() {
     assert_eq!(action(&app, &token, "m", Vec::new()).await.status(), 401);
 }
 
+/// The periodic refresh itself (every 55 minutes by default; 300 ms here):
+/// a key published after start-up is used without any request asking for
+/// it, while an unknown `kid` alone may not refetch (60 s apart).
+#[tokio::test]
+async fn the_periodic_refresh_installs_a_new_key_set_by_itself() {
+    let defaults = outlook_inbox::settings::Settings::from_lookup(|_| None).unwrap();
+    assert!(defaults.refresh_period <= Duration::from_secs(3600));
+    assert_eq!(defaults.jwks_min_refetch, Duration::from_secs(60));
+    let idp = MockIdp::start().await;
+    let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
+    let mut s = idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]);
+    s.refresh_period = Duration::from_millis(300);
+    s.jwks_min_refetch = Duration::from_secs(3600);
+    let app = spawn_with(s).await;
+    let old = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
+    assert_eq!(action(&app, &old, "m", Vec::new()).await.status(), 200);
+    let rotated = outlook_inbox::jwt::signer::RsaSigner::generate("key-periodic").unwrap();
+    idp.keys.publish(&[&rotated]);
+    let fresh = rotated.sign(&v2_action_claims(&idp)).unwrap();
+    // Until the refresh, the new kid is unknown (and may not be refetched).
+    assert_eq!(action(&app, &fresh, "m", Vec::new()).await.status(), 401);
+    let mut accepted = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if action(&app, &fresh, "m", Vec::new()).await.status() == 200 {
+            accepted = true;
+            break;
+        }
+    }
+    assert!(accepted, "the periodic refresh never installed the new key");
+    // And the retired key is gone with it.
+    assert_eq!(action(&app, &old, "m", Vec::new()).await.status(), 401);
+}
+
 #[tokio::test]
 async fn a_remembered_token_still_expires() {
     let idp = MockIdp::start().await;
@@ -811,4 +845,95 @@ async fn the_outbound_client_follows_no_redirect() {
         "a redirect is an error, not something to follow"
     );
     idp.server.verify().await;
+}
+
+// ---- the demo's stores are bounded ----
+
+#[tokio::test]
+async fn the_demo_keeps_at_most_2000_live_codes() {
+    let app = spawn_app().await;
+    let authorize = app.start_sign_in().await;
+    let page = body(app.client.get(authorize.as_str()).send().await.unwrap()).await;
+    let mut form: Vec<(String, String)> = page
+        .split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|input| {
+            let attr = |name: &str| {
+                let start = input.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+                let end = start + input[start..].find('"').unwrap();
+                input[start..end]
+                    .replace("&amp;", "&")
+                    .replace("&#34;", "\"")
+            };
+            (attr("name"), attr("value"))
+        })
+        .collect();
+    form.push(("choice".into(), "0".into()));
+    let picked = || async {
+        let r = app
+            .client
+            .post(authorize.as_str())
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        url::Url::parse(&location(&r)).unwrap()
+    };
+    for n in 0..2000 {
+        let back = picked().await;
+        assert!(query(&back, "code").is_some(), "code {n}: {back}");
+    }
+    // The 2,001st is refused, not stored.
+    let back = picked().await;
+    assert_eq!(query(&back, "code"), None);
+    assert!(query(&back, "error").is_some(), "{back}");
+}
+
+#[tokio::test]
+async fn the_demo_keeps_at_most_20_card_messages_a_mailbox() {
+    let app = spawn_app().await;
+    sign_in_as(&app, 0).await;
+    let entries = session_entries(&app, &app_cookie(&app).await);
+    let user: Value = serde_json::from_str(&entries["user"]).unwrap();
+    let token = user["access_token"].as_str().unwrap().to_owned();
+    let me = user["email"].as_str().unwrap().to_owned();
+    for n in 0..25 {
+        let html = format!(
+            "<html><head><script type=\"application/adaptivecard+json\">{{\"type\":\"AdaptiveCard\",\"n\":{n}}}</script></head><body>Card {n}</body></html>"
+        );
+        let r = app
+            .client
+            .post(app.url("/_demo/graph/v1.0/me/sendMail"))
+            .bearer_auth(&token)
+            .json(&json!({"message": {
+                "subject": format!("Card {n}"),
+                "body": {"contentType": "HTML", "content": html},
+                "toRecipients": [{"emailAddress": {"address": me}}],
+            }}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "card {n}");
+    }
+    let list: Value = app
+        .client
+        .get(app.url("/_demo/graph/v1.0/me/mailfolders/inbox/messages?$top=200&$select=subject"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cards: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["subject"].as_str())
+        .filter(|s| s.starts_with("Card "))
+        .collect();
+    assert_eq!(cards.len(), 20, "{cards:?}");
+    // The newest are kept, the oldest went first.
+    assert!(cards.contains(&"Card 24") && !cards.contains(&"Card 4"));
 }

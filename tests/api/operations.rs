@@ -755,3 +755,310 @@ async fn the_drain_ends_after_25_seconds_whatever_is_in_flight() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("decision store closed"), "{log}");
 }
+
+/// One press of `/api/expense` on the binary at `base`.
+async fn press_binary(base: &str, token: &str, body: Value, request_id: &str) -> u16 {
+    browser()
+        .post(format!("{base}/api/expense"))
+        .bearer_auth(token)
+        .header("Action-Request-Id", request_id)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Every action outcome, a store that cannot be written, failed and timed-out
+/// upstream calls of both services, a method no route knows: each has its
+/// series. And the sign-in and the Inbox leave no code, secret, token or
+/// cookie in the log, even at `debug`.
+#[tokio::test]
+async fn metrics_count_every_outcome_store_errors_upstream_failures_and_logs_hold_no_secret() {
+    use outlook_inbox::store::{Backend, NewExpense, Store, sqlite::SqliteStore};
+    let idp = MockIdp::start().await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let data = std::env::temp_dir().join(format!("oi-outcomes-{}", uuid::Uuid::new_v4().simple()));
+    let child = registered(&idp, port)
+        .env("DATA_DIR", &data)
+        .env("RUST_LOG", "debug")
+        .env("METRICS_BIND", format!("127.0.0.1:{metrics_port}"))
+        .env("ACTION_AUDIENCE", format!("{APP_ID_URI},{CLIENT_ID}"))
+        // SharePoint on a port nothing listens on: an upstream `error`.
+        .env(
+            "SHAREPOINT_SITE",
+            format!("http://127.0.0.1:{}/sites/team", free_port()),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+
+    // Two expenses for Megan, written beside the running app.
+    let store = Store::new(Backend::Sqlite(SqliteStore::open(&data).unwrap()));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let e = store
+            .create_expense(NewExpense {
+                amount_cents: 1_200,
+                currency: "EUR".into(),
+                submitter: "Megan Bowen".into(),
+                purpose: "Train".into(),
+                recipient: Some("megan@contoso.com".into()),
+                created_at: now(),
+            })
+            .await
+            .unwrap();
+        ids.push(e.id);
+    }
+    let now = now();
+    let token = idp
+        .signer
+        .sign(&json!({
+            "aud": APP_ID_URI, "iss": idp.v1_issuer(), "iat": now, "nbf": now, "exp": now + 3600,
+            "appid": ACTIONS_APP_ID, "tid": TENANT, "upn": "megan@contoso.com", "ver": "1.0",
+        }))
+        .unwrap();
+    let one = &ids[0];
+    let approve = json!({"expenseId": one, "action": "approve"});
+    assert_eq!(
+        press_binary(&base, &token, approve.clone(), "r1").await,
+        200
+    );
+    assert_eq!(
+        press_binary(&base, &token, approve.clone(), "r2").await,
+        200
+    );
+    let reject = json!({"expenseId": one, "action": "reject"});
+    assert_eq!(press_binary(&base, &token, reject, "r3").await, 409);
+    assert_eq!(press_binary(&base, &token, approve, "r1").await, 200);
+    let unknown = json!({"expenseId": "EXP-2026-999999", "action": "approve"});
+    assert_eq!(press_binary(&base, &token, unknown, "r4").await, 404);
+    // The file locked by someone else for longer than the app waits.
+    let locker = rusqlite::Connection::open(data.join("outlook-inbox.sqlite3")).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let two = json!({"expenseId": ids[1], "action": "approve"});
+    assert_eq!(press_binary(&base, &token, two, "r5").await, 503);
+    locker.execute_batch("ROLLBACK").unwrap();
+
+    // A method no route knows.
+    let brew = browser()
+        .request(
+            reqwest::Method::from_bytes(b"BREW").unwrap(),
+            format!("{base}/"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brew.status(), 404);
+
+    // Sign in (with a refresh token, so SharePoint is asked), then an Inbox
+    // that answers 500 and one that answers too late.
+    let browser = browser();
+    let r = browser.get(format!("{base}/signin")).send().await.unwrap();
+    let authorize = url::Url::parse(&location(&r)).unwrap();
+    let nonce = query(&authorize, "nonce").unwrap();
+    let state = query(&authorize, "state").unwrap();
+    let code = "code-0f9d2c4e";
+    let id_token = idp.signer.sign(&idp.id_claims(&nonce)).unwrap();
+    idp.token_answers_pkce(
+        json!({
+            "token_type": "Bearer", "expires_in": 3599,
+            "access_token": "eyJ0eXAiOiJKV1QifQ.access-5e1b.token",
+            "refresh_token": "0.refresh-77c2", "id_token": id_token,
+        }),
+        query(&authorize, "code_challenge").unwrap(),
+    )
+    .await;
+    Mock::given(wiremock::matchers::body_string_contains(
+        "grant_type=refresh_token",
+    ))
+    .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        "token_type": "Bearer", "expires_in": 3599,
+        "access_token": "sp-access-9a41", "refresh_token": "0.rotated-31f0",
+    })))
+    .mount(&idp.server)
+    .await;
+    let r = browser
+        .get(format!("{base}/gettoken?code={code}&state={state}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&r), "/mail");
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| {
+            let c = v.to_str().ok()?;
+            Some(c.split(';').next()?.split_once('=')?.1.to_owned())
+        })
+        .filter(|v| v.len() > 20)
+        .collect();
+    assert!(!cookies.is_empty());
+    Mock::given(path("/v1.0/me/mailfolders/inbox/messages"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&idp.server)
+        .await;
+    let r = browser.get(format!("{base}/mail")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    Mock::given(path("/v1.0/me/mailfolders/inbox/messages"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(15)))
+        .mount(&idp.server)
+        .await;
+    let r = browser.get(format!("{base}/mail")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+
+    let text = scrape(metrics_port).await;
+    terminate(&child);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    let count =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    for outcome in [
+        "approved",
+        "already",
+        "conflict",
+        "repeated",
+        "unknown_expense",
+    ] {
+        assert_eq!(
+            count(&format!(
+                r#"actions_total{{outcome="{outcome}",reason=""}}"#
+            )),
+            1.0,
+            "{outcome}"
+        );
+    }
+    assert_eq!(count("decision_store_errors_total"), 1.0);
+    assert_eq!(
+        count(r#"http_requests_total{method="OTHER",route="/",status="404"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"upstream_requests_total{service="sharepoint",status="error"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"upstream_requests_total{service="graph",status="500"}"#),
+        1.0
+    );
+    assert_eq!(
+        count(r#"upstream_requests_total{service="graph",status="timeout"}"#),
+        1.0
+    );
+
+    // The log, at debug, of all of it: no code, secret, token or cookie.
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("/gettoken"), "the log is empty?\n{log}");
+    let signature = token.rsplit('.').next().unwrap();
+    let id_signature = id_token.rsplit('.').next().unwrap().to_owned();
+    for secret in [
+        code,
+        CLIENT_SECRET,
+        "access-5e1b",
+        "refresh-77c2",
+        "sp-access-9a41",
+        "rotated-31f0",
+        signature,
+        &id_signature,
+        &state,
+        &nonce,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(cookies)
+    {
+        assert!(!log.contains(&secret), "{secret} is in the log:\n{log}");
+    }
+}
+
+/// A `/healthz` that never answers (a hung instance) is unhealthy: the
+/// check gives up after its 2 s and exits 1, it does not hang the probe.
+#[tokio::test]
+async fn healthcheck_exits_1_when_healthz_hangs() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts connections, reads the request, never answers.
+    let held = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        if let Ok((socket, _)) = listener.accept() {
+            kept.push(socket);
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    });
+    let mut child = binary()
+        .arg("healthcheck")
+        .env("BIND", format!("127.0.0.1:{port}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut code = None;
+    for _ in 0..150 {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(1), "the health check hung on a hung /healthz");
+    drop(held);
+}
+
+/// Open live-Inbox streams do not hold the drain: SIGTERM ends them (the
+/// browser's EventSource reconnects to another instance) and the process
+/// stops at once instead of after 25 s.
+#[tokio::test]
+async fn sigterm_ends_live_inbox_streams_instead_of_waiting_for_them() {
+    use futures_util::StreamExt as _;
+    let idp = MockIdp::start().await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = registered(&idp, port)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base).await;
+    let browser = browser();
+    sign_in_to(&idp, &base, &browser).await;
+    Mock::given(path("/v1.0/me/mailFolders/inbox/messages/delta"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [],
+            "@odata.deltaLink": format!("{}/v1.0/me/mailFolders/inbox/messages/delta?$deltatoken=t", idp.uri()),
+        })))
+        .mount(&idp.server)
+        .await;
+    let r = browser
+        .get(format!("{base}/mail/events"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let stopped = std::time::Instant::now();
+    terminate(&child);
+    // The stream ends (cleanly or cut), well before the drain's 25 s.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream was still open after 20 s");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        stopped.elapsed()
+    );
+}

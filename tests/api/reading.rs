@@ -1,6 +1,7 @@
 //! Reading mail: pages of the Inbox, one message, and its body in a sandbox,
 //! for both API shapes, against a mock API and the demo stand-in (issue 10).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -603,4 +604,63 @@ async fn the_demo_mailbox_opens_messages_and_never_fetches_the_tracker() {
         );
         assert_eq!(app.get("/mail/AAMkAD0999").await.status(), 404);
     }
+}
+
+/// A mail API whose every answer is a message body that never ends
+/// (chunked, a paragraph at a time, until the reader goes away).
+async fn endless_mail_api() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 8192];
+                let _ = socket.read(&mut head).await;
+                let start = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let first = r#"{"changeKey":"ck","body":{"contentType":"html","content":""#;
+                let mut out = start.as_bytes().to_vec();
+                out.extend_from_slice(format!("{:x}\r\n{first}\r\n", first.len()).as_bytes());
+                if socket.write_all(&out).await.is_err() {
+                    return;
+                }
+                let paragraph = "<p>Endless paragraph, the same again.</p>".repeat(400);
+                let chunk = format!("{:x}\r\n{paragraph}\r\n", paragraph.len());
+                // At most 1 GiB, which the app must never get near.
+                for _ in 0..(1 << 30) / paragraph.len() {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(paragraph.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (url, sent)
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_cut_at_2_mib_and_the_rest_never_read() {
+    let idp = MockIdp::start().await;
+    let (url, sent) = endless_mail_api().await;
+    let app = spawn_with(idp.settings(&[("MAIL_API_URL", url.as_str())])).await;
+    idp.sign_in_ok(&app).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.get(&format!("/mail/{ID}/body")),
+    )
+    .await
+    .expect("the app kept reading a body that never ends");
+    assert_eq!(r.status(), 200);
+    let html = body(r).await;
+    assert!(html.contains("id=\"truncated\""), "no note");
+    assert!(html.contains("Endless paragraph"));
+    // The app stopped reading: what the upstream managed to send is the
+    // 2 MiB taken plus what the connection's buffers held, far from 1 GiB.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = sent.load(Ordering::SeqCst);
+    assert!(written < 64 * 1024 * 1024, "{written} bytes were sent");
 }

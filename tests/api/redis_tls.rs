@@ -51,6 +51,11 @@ impl Drop for TempDir {
 
 impl TlsRedis {
     fn start() -> Self {
+        Self::start_named(&["127.0.0.1", "localhost"])
+    }
+
+    /// A server whose certificate (from the good CA) names only `names`.
+    fn start_named(names: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "outlook-inbox-tls-{}",
             uuid::Uuid::new_v4().simple()
@@ -60,7 +65,8 @@ impl TlsRedis {
         let (other_ca, _) = make_ca(&dir, "other");
         let key = KeyPair::generate().unwrap();
         let params =
-            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
         let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
         std::fs::write(&cert_file, cert.pem()).unwrap();
@@ -86,11 +92,19 @@ impl TlsRedis {
             .expect(
                 "redis-server must be installed for the tests (apt-get install -y redis-server)",
             );
-        for _ in 0..200 {
+        let mut child = child;
+        let mut open = false;
+        for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                open = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if !open {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("redis-server did not open its TLS port {port} (is it built with TLS?)");
         }
         Self {
             port,
@@ -229,6 +243,25 @@ async fn a_wrong_password_is_a_clear_error_that_does_not_print_it() {
         "{line}"
     );
     assert!(!line.contains(wrong) && !line.contains(PASSWORD), "{line}");
+    assert_eq!(app.get("/signin").await.status(), 503);
+    assert_eq!(app.get("/healthz").await.status(), 503);
+    // Not in that line, nor in any other line of any test.
+    let log = captured_logs();
+    assert!(!log.contains(wrong) && !log.contains(PASSWORD));
+}
+
+/// A certificate from the trusted CA, but for another host name: refused
+/// (rustls checks the name; there is no switch to turn that off).
+#[tokio::test]
+async fn a_certificate_for_another_host_name_is_refused() {
+    captured_logs();
+    let redis = TlsRedis::start_named(&["redis.other.example"]);
+    let idp = MockIdp::start().await;
+    let app = spawn_with(tls_settings(&idp, &redis.url(PASSWORD), &redis.ca)).await;
+    let line = redis_line(redis.port).await;
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("REDIS_URL: cannot use Redis"), "{line}");
+    assert!(!line.contains("Redis answers"), "{line}");
     assert_eq!(app.get("/signin").await.status(), 503);
     assert_eq!(app.get("/healthz").await.status(), 503);
 }
