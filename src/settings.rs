@@ -101,7 +101,9 @@ impl SessionKey {
 
     pub fn random() -> Self {
         let mut bytes = vec![0u8; 64];
-        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // The OS generator (getrandom): aws-lc's own generator starts with a
+        // CPU-jitter entropy test that took 40 ms of every start.
+        if getrandom::fill(&mut bytes).is_err() {
             // The system RNG failing is exceptional; fall back to v4 UUIDs (also from the OS RNG).
             bytes = (0..4)
                 .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())

@@ -71,7 +71,7 @@ async fn ensure(state: &AppState, user: &SignedInUser, owner: &str) -> Result<()
     }
     // A fresh secret per subscription, kept only as a hash.
     let mut secret = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut secret).map_err(|_| "no randomness".to_owned())?;
+    getrandom::fill(&mut secret).map_err(|_| "no randomness".to_owned())?;
     let client_state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
     let base = state.settings.public_base();
     let created = subs
