@@ -230,6 +230,7 @@ impl Application {
     /// action waits for it; refusals not logged one by one are summed up
     /// periodically.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.state.store.check_in_background();
         if let Some(demo) = self.demo.clone() {
             // The demo's RSA keys are made now, off the runtime's threads,
             // while the server already answers.

@@ -840,3 +840,37 @@ async fn a_sent_card_carries_the_card_in_its_head_with_tickets_and_the_originato
     assert!(readable.contains(&id), "{readable}");
     assert!(readable.contains(submitter), "{readable}");
 }
+
+/// A file whose header and schema read but whose pages are damaged starts
+/// (checking every page would hold start-up), and the background check
+/// then logs it naming DATA_DIR and takes the instance out of rotation.
+#[tokio::test]
+async fn a_store_damaged_past_its_header_is_found_by_the_background_check() {
+    captured_logs();
+    let dir = std::env::temp_dir().join(format!("oi-damaged-{}", uuid::Uuid::new_v4().simple()));
+    let file = dir.join("outlook-inbox.sqlite3");
+    {
+        let app = spawn_with(settings(&[("DATA_DIR", dir.to_str().unwrap())])).await;
+        for _ in 0..300 {
+            new_expense(&app, Some(JOHN)).await;
+        }
+        app.state.store.close().await;
+    }
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 8 * 4096, "{size}");
+    let mut bytes = std::fs::read(&file).unwrap();
+    // Page 4 onwards: garbage over a table's pages.
+    for b in &mut bytes[3 * 4096..(size as usize).min(8 * 4096)] {
+        *b = 0xA5;
+    }
+    std::fs::write(&file, bytes).unwrap();
+    let app = spawn_with(settings(&[("DATA_DIR", dir.to_str().unwrap())])).await;
+    assert!(eventually(&app, "/healthz", 503).await);
+    assert_eq!(body(app.get("/healthz").await).await, "store unavailable");
+    let logs = captured_logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("DATA_DIR: outlook-inbox.sqlite3 is damaged")),
+        "{logs}"
+    );
+}
