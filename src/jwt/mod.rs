@@ -8,6 +8,7 @@
 pub mod action_token;
 pub mod id_token;
 pub mod keys;
+pub mod provider;
 pub mod signer;
 pub mod verified;
 mod verifier;

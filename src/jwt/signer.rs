@@ -33,6 +33,25 @@ impl RsaSigner {
         })
     }
 
+    /// The key from its PKCS#8 form (as [`pkcs8`](Self::pkcs8) gives it).
+    pub fn from_pkcs8(kid: impl Into<String>, pkcs8: &[u8]) -> Result<Self, SignerError> {
+        let key = KeyPair::from_pkcs8(pkcs8).map_err(|_| SignerError("key parsing"))?;
+        Ok(Self {
+            kid: kid.into(),
+            key,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The private key in PKCS#8 (DER), to keep it across restarts.
+    pub fn pkcs8(&self) -> Result<Vec<u8>, SignerError> {
+        use aws_lc_rs::encoding::AsDer as _;
+        self.key
+            .as_der()
+            .map(|der| der.as_ref().to_vec())
+            .map_err(|_| SignerError("key export"))
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }

@@ -1,4 +1,5 @@
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -20,6 +21,23 @@ pub struct Check<'a> {
 /// Verifies RS256 JWTs against cached key sets. One per process.
 pub struct Verifier {
     keys: JwksCache,
+    /// The validation rules for each audience list seen (one or two per
+    /// process), built once instead of for every token.
+    validations: Mutex<HashMap<Vec<String>, Arc<Validation>>>,
+}
+
+/// The rules every token is held to, for `audiences`.
+fn validation(audiences: &[String]) -> Validation {
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.set_audience(audiences);
+    // Issuers are templated per tenant; each token kind checks `iss` itself.
+    validation.iss = None;
+    validation.required_spec_claims =
+        HashSet::from(["exp".to_owned(), "aud".to_owned(), "iss".to_owned()]);
+    validation
 }
 
 #[derive(Deserialize)]
@@ -30,7 +48,24 @@ struct RawHeader {
 
 impl Verifier {
     pub fn new(keys: JwksCache) -> Self {
-        Self { keys }
+        super::provider::install();
+        Self {
+            keys,
+            validations: Mutex::default(),
+        }
+    }
+
+    fn validation(&self, audiences: &[String]) -> Arc<Validation> {
+        let mut known = self.validations.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = known.get(audiences) {
+            return v.clone();
+        }
+        let v = Arc::new(validation(audiences));
+        if known.len() >= 16 {
+            known.clear();
+        }
+        known.insert(audiences.to_vec(), v.clone());
+        v
     }
 
     pub fn keys(&self) -> &JwksCache {
@@ -61,16 +96,7 @@ impl Verifier {
         let kid = header.kid.ok_or(JwtError::MissingKid)?;
         let key = self.keys.key(check.jwks_url, &kid).await?;
 
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_audience(check.audiences);
-        // Issuers are templated per tenant; each token kind checks `iss` itself.
-        validation.iss = None;
-        validation.required_spec_claims =
-            HashSet::from(["exp".to_owned(), "aud".to_owned(), "iss".to_owned()]);
-
+        let validation = self.validation(check.audiences);
         jsonwebtoken::decode::<C>(token, &key, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
