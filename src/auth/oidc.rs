@@ -227,22 +227,33 @@ impl Provider {
     /// Fetches the v2 and v1 discovery documents again and installs what
     /// succeeded; a failure keeps what was known. True when both are known.
     pub async fn refresh_discovery(&self) -> bool {
-        // The lock `discovered` takes on a cold cache: a request arriving while
-        // this fetch is under way waits for it, and a request that got there
-        // first is not followed by a second fetch of the same document.
+        let (v2, v1) = tokio::join!(self.refresh_v2_once(), self.refresh_v1());
+        v2 && v1
+    }
+
+    /// The v2 document, fetched under the lock `discovered` takes on a cold
+    /// cache: a request arriving while this fetch is under way waits for it,
+    /// and a request that got there first is not followed by a second fetch
+    /// of the same document. True when a document is known.
+    async fn refresh_v2_once(&self) -> bool {
         let was_cold = read(&self.cached).is_none();
         let guard = self.fetching.lock().await;
         if !(was_cold && read(&self.cached).is_some()) {
             self.refresh_v2().await;
         }
         drop(guard);
+        read(&self.cached).is_some()
+    }
+
+    /// The v1 issuer; true when one is known.
+    async fn refresh_v1(&self) -> bool {
         match self.get_json::<V1Metadata>(&self.v1_discovery_url).await {
             Ok(m) => write(&self.v1_issuer, Some(m.issuer)),
             Err(e) => {
                 tracing::warn!(url = %self.v1_discovery_url, error = %e, "v1 discovery failed; keeping what was known")
             }
         }
-        read(&self.cached).is_some() && read(&self.v1_issuer).is_some()
+        read(&self.v1_issuer).is_some()
     }
 
     /// Fetches the v2 document and installs it; a failure keeps what was known.
@@ -281,13 +292,23 @@ impl Provider {
     ) {
         let mut pause = Duration::from_millis(250);
         loop {
-            let mut loaded = self.refresh_discovery().await;
-            if let Some(d) = read(&self.cached) {
-                loaded &= keys.load(&d.metadata.jwks_uri).await;
-            }
-            if let Some(url) = extra_keys {
-                loaded &= keys.load(url).await;
-            }
+            // v2 discovery then its keys, beside v1 discovery and the legacy
+            // keys: the start waits for the longest of the three, not their sum.
+            let v2_and_keys = async {
+                self.refresh_v2_once().await
+                    && match read(&self.cached) {
+                        Some(d) => keys.load(&d.metadata.jwks_uri).await,
+                        None => false,
+                    }
+            };
+            let extra = async {
+                match extra_keys {
+                    Some(url) => keys.load(url).await,
+                    None => true,
+                }
+            };
+            let (v2, v1, extra) = tokio::join!(v2_and_keys, self.refresh_v1(), extra);
+            let loaded = v2 && v1 && extra;
             if loaded {
                 if !ready.is_loaded() {
                     tracing::info!("ready: discovery and signing keys are loaded");

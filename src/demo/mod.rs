@@ -37,6 +37,18 @@ pub struct DemoKeys {
     pub forger: RsaSigner,
 }
 
+/// The demo keys as kept in `DATA_DIR` (the stand-in's own signing keys;
+/// only demo mode has them).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeptKeys {
+    kid: String,
+    signer: String,
+    forger: String,
+}
+
+/// Where the demo keys are kept between starts.
+const KEYS_FILE: &str = "demo-signing-keys.json";
+
 impl DemoKeys {
     fn generate() -> Result<Self, SignerError> {
         Ok(Self {
@@ -47,11 +59,61 @@ impl DemoKeys {
             forger: RsaSigner::generate("forged")?,
         })
     }
+
+    /// The keys kept in `dir` by an earlier start, else new ones, kept
+    /// there (readable by this user only) for the next start: making two
+    /// RSA keys took 100–300 ms of every demo start.
+    fn load_or_generate(dir: Option<&std::path::Path>) -> Result<Self, SignerError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let Some(dir) = dir else {
+            return Self::generate();
+        };
+        let path = dir.join(KEYS_FILE);
+        let kept = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<KeptKeys>(&bytes).ok())
+            .and_then(|k| {
+                let signer = RsaSigner::from_pkcs8(k.kid, &b64.decode(k.signer).ok()?).ok()?;
+                let forger = RsaSigner::from_pkcs8("forged", &b64.decode(k.forger).ok()?).ok()?;
+                Some(Self { signer, forger })
+            });
+        if let Some(keys) = kept {
+            return Ok(keys);
+        }
+        let keys = Self::generate()?;
+        let kept = KeptKeys {
+            kid: keys.signer.kid().to_owned(),
+            signer: b64.encode(keys.signer.pkcs8()?),
+            forger: b64.encode(keys.forger.pkcs8()?),
+        };
+        let written = serde_json::to_vec(&kept).ok().and_then(|json| {
+            use std::io::Write as _;
+            std::fs::create_dir_all(dir).ok()?;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .ok()?;
+            file.write_all(&json).ok()
+        });
+        if written.is_none() {
+            tracing::warn!(
+                "the demo signing keys could not be kept in DATA_DIR; new ones at every start"
+            );
+        }
+        Ok(keys)
+    }
 }
 
 /// The client id and secret the stand-in accepts, and its keys and state.
 pub struct Demo {
     keys: tokio::sync::OnceCell<DemoKeys>,
+    /// Where the keys are kept between starts (`DATA_DIR`).
+    keys_dir: Option<std::path::PathBuf>,
     client_id: String,
     client_secret: Secret,
     redirect_uri: String,
@@ -87,6 +149,7 @@ impl Demo {
             .unwrap_or_else(|_| OffsetDateTime::now_utc());
         Self {
             keys: tokio::sync::OnceCell::new(),
+            keys_dir: Some(settings.data_dir.clone()),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
             redirect_uri: settings.redirect_uri(),
@@ -153,7 +216,8 @@ impl Demo {
     pub async fn keys(&self) -> Result<&DemoKeys, SignerError> {
         self.keys
             .get_or_try_init(|| async {
-                tokio::task::spawn_blocking(DemoKeys::generate)
+                let dir = self.keys_dir.clone();
+                tokio::task::spawn_blocking(move || DemoKeys::load_or_generate(dir.as_deref()))
                     .await
                     .map_err(|_| SignerError("key generation"))?
             })
