@@ -29,7 +29,16 @@ struct State {
     inbox: String,
     /// A 50 KB newsletter as Graph's `$select=body` answer.
     message_body: String,
+    /// A 100 MB attachment's content.
+    big: web::Bytes,
+    /// Messages that arrived and the delta query has not returned yet.
+    arrived: AtomicUsize,
+    /// Messages the delta query returned so far (their ids).
+    delivered: AtomicUsize,
 }
+
+/// The size of the attachment every message has (`/attachments/{aid}`).
+const BIG: usize = 100 * 1024 * 1024;
 
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
@@ -62,8 +71,11 @@ async fn main() -> std::io::Result<()> {
                 "Weekly",
             );
             let content = one.repeat(50 * 1024 / one.len() + 1);
-            json!({"id": "BENCH1", "body": {"contentType": "html", "content": content}}).to_string()
+            json!({"id": "BENCH1", "changeKey": "CQAAABYAAAAbench", "body": {"contentType": "html", "content": content}}).to_string()
         },
+        big: web::Bytes::from(vec![0x5a; BIG]),
+        arrived: AtomicUsize::new(0),
+        delivered: AtomicUsize::new(0),
     });
     HttpServer::new(move || {
         App::new()
@@ -82,7 +94,21 @@ async fn main() -> std::io::Result<()> {
             .route("/v1.0/me/mailfolders/inbox/messages", web::get().to(inbox))
             .route("/v1.0/me", web::get().to(me))
             .route("/v1.0/me/messages/{id}", web::get().to(message_body))
+            .route(
+                "/v1.0/me/messages/{id}/attachments/{aid}",
+                web::get().to(attachment),
+            )
+            .route(
+                "/v1.0/me/messages/{id}/attachments/{aid}/$value",
+                web::get().to(attachment_value),
+            )
+            .route(
+                "/v1.0/me/mailFolders/inbox/messages/delta",
+                web::get().to(delta),
+            )
+            .route("/arrive", web::post().to(arrive))
             .route("/action-token", web::get().to(action_token))
+            .route("/action-tokens", web::get().to(action_tokens))
             .route("/stats", web::get().to(stats))
     })
     .on_connect(|_, _| {
@@ -165,21 +191,103 @@ async fn message_body(s: web::Data<State>) -> HttpResponse {
         .body(s.message_body.clone())
 }
 
+async fn attachment(path: web::Path<(String, String)>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "@odata.type": "#microsoft.graph.fileAttachment", "id": path.1,
+        "name": "archive.bin", "contentType": "application/octet-stream",
+        "size": BIG, "isInline": false,
+    }))
+}
+
+async fn attachment_value(s: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(s.big.clone())
+}
+
+/// Someone sends the bench person a message: the next delta returns it.
+async fn arrive(s: web::Data<State>) -> HttpResponse {
+    s.arrived.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Accepted().finish()
+}
+
+/// The Inbox delta query: the messages that arrived since the last call.
+async fn delta(s: web::Data<State>) -> HttpResponse {
+    let n = s.arrived.swap(0, Ordering::SeqCst);
+    let first = s.delivered.fetch_add(n, Ordering::SeqCst);
+    let received = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let value: Vec<_> = (first..first + n)
+        .map(|i| {
+            json!({
+                "id": format!("AAMkADlive{i:08}"), "receivedDateTime": received,
+                "subject": format!("Arrived {i}"), "isRead": false, "hasAttachments": false,
+                "importance": "normal",
+                "from": {"emailAddress": {"name": "Live Sender", "address": "live@contoso.com"}},
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "value": value,
+        "@odata.deltaLink": format!("{}/v1.0/me/mailFolders/inbox/messages/delta?$deltatoken=t{}", s.base, first + n),
+    }))
+}
+
 async fn me() -> HttpResponse {
     HttpResponse::Ok().json(json!({"displayName": "Bench Person", "jobTitle": "Benchmarker"}))
 }
 
-async fn action_token(s: web::Data<State>, q: web::Query<HashMap<String, String>>) -> HttpResponse {
+/// One Entra v1 action token for `aud`, unique by its `uti` (as Microsoft's are).
+fn mint(s: &State, aud: Option<&String>) -> String {
     let now = now();
-    let token = s
-        .signer
+    s.signer
         .sign(&json!({
-            "aud": q.get("aud"), "iss": format!("{}/sts/{TENANT}/", s.base), "iat": now, "nbf": now,
+            "aud": aud, "iss": format!("{}/sts/{TENANT}/", s.base), "iat": now, "nbf": now,
             "exp": now + 3600, "appid": ACTIONS_APP_ID, "appidacr": "2", "scp": "Global.Test",
             "tid": TENANT, "upn": "john@contoso.com", "ver": "1.0",
+            "uti": uuid::Uuid::new_v4().simple().to_string(),
         }))
-        .unwrap();
-    HttpResponse::Ok().body(token)
+        .unwrap()
+}
+
+async fn action_token(s: web::Data<State>, q: web::Query<HashMap<String, String>>) -> HttpResponse {
+    HttpResponse::Ok().body(mint(&s, q.get("aud")))
+}
+
+/// `n` distinct tokens, one a line (signed on every core: RSA signing is
+/// the slow part of making a pool of tens of thousands).
+async fn action_tokens(
+    s: web::Data<State>,
+    q: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
+    let n: usize = q
+        .get("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+        .min(200_000);
+    let aud = q.get("aud").cloned();
+    let s = s.into_inner();
+    let lines = web::block(move || {
+        let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..cores)
+                .map(|i| {
+                    let (s, aud) = (&s, aud.as_ref());
+                    let count = n / cores + usize::from(i < n % cores);
+                    scope.spawn(move || (0..count).map(|_| mint(s, aud)).collect::<Vec<_>>())
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().unwrap())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    })
+    .await
+    .unwrap();
+    HttpResponse::Ok().body(lines)
 }
 
 async fn stats(s: web::Data<State>) -> HttpResponse {
