@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Load benchmarks against release builds, on loopback only. Not part of CI.
 #
-#   benches/run.sh            # both: /mail and /api/expense
+#   benches/run.sh            # every scenario, about 4 minutes after the build
+#   DURATION=30s benches/run.sh
 #
-# Needs wrk, ab, redis-server and curl (apt-get install -y wrk apache2-utils redis-server curl). Starts a local stand-in for
-# the identity platform and Graph (examples/bench_standin.rs) and the app, both
-# release builds, and prints the figures the issues ask for.
+# Needs wrk, ab, redis-server, curl and python3 (apt-get install -y wrk apache2-utils
+# redis-server curl python3). Starts a local stand-in for the identity platform and
+# Graph (examples/bench_standin.rs) and the app, both release builds, and prints the
+# figures the issues ask for. Every scenario fails the run on any non-2xx answer and
+# on any wrk socket error or timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,69 +31,83 @@ standin_pid=$!
 for _ in $(seq 100); do curl -sf "http://$STANDIN/stats" >/dev/null && break; sleep 0.1; done
 CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
 AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
-BIND="$APP" PUBLIC_URL="http://$APP" ACTION_AUDIENCE=api://auth-am-bench DATA_DIR="$work/data" \
+BIND="$APP" PUBLIC_URL="http://$APP" NOTIFICATIONS=webhook ACTION_AUDIENCE=api://auth-am-bench DATA_DIR="$work/data" \
 ./target/release/outlook-inbox >"$work/app.log" 2>&1 &
 app_pid=$!
 for _ in $(seq 100); do curl -sf "http://$APP/healthz" >/dev/null && break; sleep 0.1; done
 
 workers=$(nproc)
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "app workers: $workers"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+echo "app: release build, $workers workers, default log level; commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+rss() { awk '/VmRSS/{r=$2} /RssAnon/{a=$2} /RssFile/{f=$2} END {printf "%.1f MiB (anon %.1f, file %.1f)", r/1024, a/1024, f/1024}' "/proc/$1/status"; }
+echo "app resident memory when ready: $(rss $app_pid)"
 
+# The session's cookies (one or more pieces) from a curl jar, as a Cookie header value.
+cookie_header() { awk '$6 ~ /^inbox_session(\.[0-9]+)?$/ {printf "%s%s=%s", sep, $6, $7; sep="; "}' "$1"; }
 # Sign in once through the real flow (the stand-in redirects straight back).
 curl -s -L -c "$work/jar" -b "$work/jar" -o /dev/null "http://$APP/signin"
-cookie=$(awk '$6=="inbox_session"{print $7}' "$work/jar")
+cookie=$(cookie_header "$work/jar")
 [ -n "$cookie" ] || { echo "sign-in failed" >&2; cat "$work/app.log"; exit 1; }
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: inbox_session=$cookie" "http://$APP/mail")" = 200 ]
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $cookie" "http://$APP/mail")" = 200 ]
 
 # Connections the stand-in has accepted so far, counting the one this /stats request came on.
 connections() { curl -s "http://$STANDIN/stats" | sed -E 's/.*"connections":([0-9]+).*/\1/'; }
 # Connections opened between two readings, less the one the second reading itself came on.
 opened() { echo $(( $2 - $1 - 1 )); }
 median() { awk '/^ +50%/{print $2}' "$1"; }
-# A scenario that expects success fails the run on any non-2xx answer (wrk counts 3xx, 4xx and 5xx together).
-only_2xx() {
-  if grep -q "Non-2xx or 3xx responses" "$1"; then
-    echo "FAILED: $(grep 'Non-2xx or 3xx responses' "$1") in $1" >&2
-    exit 1
-  fi
-}
+p99() { awk '/^ +99%/{print $2}' "$1"; }
+rate() { awk '/Requests\/sec/{print $2}' "$1"; }
 requests() { awk '/requests in/{print $1}' "$1"; }
+# A wrk run that expects success fails the whole run on any non-2xx answer (wrk
+# counts 3xx, 4xx and 5xx together) and on any socket error or timeout.
+check() {
+  local f
+  for f in "$@"; do
+    grep -q "requests in" "$f" || { echo "FAILED: $f has no result" >&2; cat "$f" >&2; exit 1; }
+    if grep -q "Non-2xx or 3xx responses" "$f"; then
+      echo "FAILED: $(grep 'Non-2xx or 3xx responses' "$f") in $f" >&2; exit 1
+    fi
+    if grep -q "Socket errors" "$f"; then
+      echo "FAILED: $(grep 'Socket errors' "$f") in $f" >&2; exit 1
+    fi
+  done
+}
+summary() { echo "$(rate "$1") req/s ($(requests "$1") requests), p50 $(median "$1"), p99 $(p99 "$1")"; }
+
+aud=api://auth-am-bench
+year=$(date -u +%Y)
 
 echo
-echo "== /mail overhead over the upstream call (1 connection, sequential)"
-wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
-  "http://$STANDIN/v1.0/me/mailfolders/inbox/messages" >"$work/upstream.txt"
-wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail.txt"
-only_2xx "$work/upstream.txt"; only_2xx "$work/mail.txt"
-echo "upstream alone: median $(median "$work/upstream.txt"), $(requests "$work/upstream.txt") requests"
-echo "/mail:          median $(median "$work/mail.txt"), $(requests "$work/mail.txt") requests"
+echo "== POST /api/expense with a fresh Entra v1 token per press (as the Actions service sends them)"
+pool=40000
+curl -s "http://$STANDIN/action-tokens?aud=$aud&n=$pool" >"$work/tokens.txt"
+[ "$(wc -l <"$work/tokens.txt")" -ge $((pool - 1)) ] || { echo "the token pool is short" >&2; exit 1; }
+# Each wrk thread cycles its own half of the pool: a token comes back only after
+# 20,000 others of its thread, twice the memory of verified tokens (10,000).
+cat >"$work/fresh.lua" <<LUA
+local threads = 0
+function setup(thread) thread:set("id", threads); threads = threads + 1 end
+function init(args)
+  tokens = {}
+  local i = 0
+  for line in io.lines("$work/tokens.txt") do
+    if i % 2 == id then tokens[#tokens + 1] = "Bearer " .. line end
+    i = i + 1
+  end
+  n = 0
+end
+function request()
+  n = n % #tokens + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["Authorization"] = tokens[n]}, '{"action":"approve"}')
+end
+LUA
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/fresh.lua" "http://$APP/api/expense" >"$work/fresh.txt"
+check "$work/fresh.txt"
+echo "$(summary "$work/fresh.txt") from a pool of $pool distinct tokens"
 
 echo
-echo "== /mail/{id}/body for a 50 KB newsletter over the upstream call (1 connection, sequential)"
-wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
-  "http://$STANDIN/v1.0/me/messages/BENCH1?\$select=body" >"$work/body_upstream.txt"
-wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail/BENCH1/body" >"$work/body.txt"
-only_2xx "$work/body_upstream.txt"; only_2xx "$work/body.txt"
-echo "upstream alone:   median $(median "$work/body_upstream.txt"), $(requests "$work/body_upstream.txt") requests"
-echo "/mail/{id}/body:  median $(median "$work/body.txt"), $(requests "$work/body.txt") requests"
-
-echo
-echo "== upstream connections opened by /mail load"
-before=$(connections)
-ab -q -n 10000 -c "$workers" -C "inbox_session=$cookie" "http://$APP/mail" >"$work/ab.txt"
-after=$(connections)
-echo "10,000 requests at concurrency $workers (ab): $(awk '/Complete requests/{print $3}' "$work/ab.txt") complete, $(awk '/Failed requests/{print $3}' "$work/ab.txt") failed, $(awk '/Requests per second/{print $4}' "$work/ab.txt") req/s; new upstream connections: $(opened "$before" "$after")"
-before=$(connections)
-wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$cookie" "http://$APP/mail" >"$work/mail_32.txt"
-only_2xx "$work/mail_32.txt"
-after=$(connections)
-echo "-c32: $(requests "$work/mail_32.txt") requests, $(awk '/Requests\/sec/{print $2}' "$work/mail_32.txt") req/s, median $(median "$work/mail_32.txt"); new upstream connections: $(opened "$before" "$after")"
-echo "app resident memory after load: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
-
-echo
-echo "== POST /api/expense, seed shape (no expenseId), with a valid entra token (the same token every time, as the Actions service reuses one)"
-token=$(curl -s "http://$STANDIN/action-token?aud=api://auth-am-bench")
+echo "== the same, one token for every press (measures the memory of verified tokens)"
+token=$(head -1 "$work/tokens.txt")
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $token" "http://$APP/api/expense")" = 200 ]
 fetches_before=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
 cat >"$work/post.lua" <<LUA
@@ -100,12 +117,77 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expense" >"$work/actions.txt"
-only_2xx "$work/actions.txt"
+check "$work/actions.txt"
 fetches_after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
-grep -E "Requests/sec|requests in|50%|99%|Non-2xx" "$work/actions.txt" || true
-echo "key fetches during the run: $((fetches_after - fetches_before))"
+echo "$(summary "$work/actions.txt"); key fetches during the run: $((fetches_after - fetches_before))"
 
-year=$(date -u +%Y)
+echo
+echo "== /mail overhead over the upstream call (1 connection, sequential)"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
+  "http://$STANDIN/v1.0/me/mailfolders/inbox/messages" >"$work/upstream.txt"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: $cookie" "http://$APP/mail" >"$work/mail.txt"
+check "$work/upstream.txt" "$work/mail.txt"
+echo "upstream alone: p50 $(median "$work/upstream.txt"), $(requests "$work/upstream.txt") requests"
+echo "/mail:          p50 $(median "$work/mail.txt"), $(requests "$work/mail.txt") requests"
+
+echo
+echo "== /mail/{id}/body, a 50 KB newsletter, over the upstream call (1 connection, sequential)"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Authorization: Bearer x" \
+  "http://$STANDIN/v1.0/me/messages/BENCH1?\$select=changeKey,body" >"$work/body_upstream.txt"
+# First views: a message id never read before on every request.
+cat >"$work/first_view.lua" <<LUA
+wrk.headers["Cookie"] = "$cookie"
+local n = 0
+function request() n = n + 1; return wrk.format("GET", string.format("/mail/BENCHFIRST%08d/body", n)) end
+LUA
+wrk -t1 -c1 -d"$DURATION" --latency -s "$work/first_view.lua" "http://$APP" >"$work/body_first.txt"
+wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: $cookie" "http://$APP/mail/BENCH1/body" >"$work/body.txt"
+check "$work/body_upstream.txt" "$work/body_first.txt" "$work/body.txt"
+echo "upstream alone: p50 $(median "$work/body_upstream.txt"), $(requests "$work/body_upstream.txt") requests"
+echo "first views:    p50 $(median "$work/body_first.txt"), $(requests "$work/body_first.txt") requests (each a new message id)"
+echo "repeat views:   p50 $(median "$work/body.txt"), $(requests "$work/body.txt") requests (one message, from the reader's memory)"
+
+echo
+echo "== upstream connections opened by /mail load"
+before=$(connections)
+ab -q -n 10000 -c "$workers" -H "Cookie: $cookie" "http://$APP/mail" >"$work/ab.txt"
+after=$(connections)
+[ "$(awk '/Failed requests/{print $3}' "$work/ab.txt")" = 0 ] && ! grep -q "Non-2xx" "$work/ab.txt" ||
+  { echo "FAILED: ab saw failures" >&2; cat "$work/ab.txt" >&2; exit 1; }
+echo "10,000 requests at concurrency $workers (ab): $(awk '/Complete requests/{print $3}' "$work/ab.txt") complete, $(awk '/Requests per second/{print $4}' "$work/ab.txt") req/s; new upstream connections: $(opened "$before" "$after")"
+before=$(connections)
+wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: $cookie" "http://$APP/mail" >"$work/mail_32.txt"
+check "$work/mail_32.txt"
+after=$(connections)
+echo "-c32: $(summary "$work/mail_32.txt"); new upstream connections: $(opened "$before" "$after")"
+echo "app resident memory after the /mail loads: $(rss $app_pid)"
+
+echo
+echo "== a 100 MB attachment through the app (streamed from \$value)"
+att="http://$APP/mail/BENCH1/attachments/AAMkATTBIG1"
+rss_before=$(awk '/VmRSS/{print $2}' "/proc/$app_pid/status")
+( while kill -0 $app_pid 2>/dev/null; do awk '/VmRSS/{print $2}' "/proc/$app_pid/status"; sleep 0.02; done ) >"$work/rss_samples.txt" &
+sampler=$!
+for i in 1 2 3; do
+  curl -s -o /dev/null -H "Cookie: $cookie" -w '%{http_code} %{size_download} %{speed_download}\n' "$att" >>"$work/download.txt"
+done
+kill $sampler 2>/dev/null || true; wait $sampler 2>/dev/null || true
+awk '$1 != 200 || $2 != 104857600 {print "FAILED: download answered " $1 " with " $2 " bytes"; bad=1} END {exit bad}' "$work/download.txt" >&2
+rss_peak=$(sort -n "$work/rss_samples.txt" | tail -1)
+echo "3 downloads: $(awk '{printf "%s%.0f MB/s", sep, $3/1e6; sep=", "}' "$work/download.txt"); RSS $((rss_before / 1024)) MiB before, peak $((rss_peak / 1024)) MiB (+$(( (rss_peak - rss_before) / 1024 )) MiB)"
+
+echo
+echo "== POST /notifications with a valid batch (one change notification, Graph's shape)"
+cat >"$work/notify.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"value":[{"subscriptionId":"bench-subscription","clientState":"bench-client-state-test-only","changeType":"created","resource":"Users/00000000-0000-0000-66f3-3332eca7ea81/Messages/AAMkADnew","subscriptionExpirationDateTime":"2099-01-01T00:00:00Z","tenantId":"9188040d-6c67-4c5b-b112-36a304b66dad"}]}'
+LUA
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/notify.lua" "http://$APP/notifications" >"$work/notify.txt"
+check "$work/notify.txt"
+echo "$(summary "$work/notify.txt")"
+python3 benches/live.py latency "$APP" "$STANDIN" "$cookie" 300
+
 echo
 echo "== first decisions on new expenses (SQLite; each request a different expenseId)"
 cat >"$work/first.lua" <<LUA
@@ -121,8 +203,8 @@ function request()
 end
 LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/first.lua" "http://$APP/api/expense" >"$work/first.txt"
-only_2xx "$work/first.txt"
-grep -E "Requests/sec|requests in|50%|99%" "$work/first.txt" || true
+check "$work/first.txt"
+echo "$(summary "$work/first.txt")"
 
 echo
 echo "== repeated presses on a decided expense (answer: already approved)"
@@ -133,8 +215,8 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/again.lua" "http://$APP/api/expense" >"$work/again.txt"
-only_2xx "$work/again.txt"
-grep -E "Requests/sec|requests in|50%|99%" "$work/again.txt" || true
+check "$work/again.txt"
+echo "$(summary "$work/again.txt")"
 
 echo
 echo "== POST /api/expense/card (auto-invoke), alone and beside first decisions"
@@ -145,16 +227,24 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $token"
 LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/card.lua" "http://$APP/api/expense/card" >"$work/card.txt"
-only_2xx "$work/card.txt"
-echo "alone: $(awk '/Requests\/sec/{print $2}' "$work/card.txt") req/s, p50 $(median "$work/card.txt"), p99 $(awk '/^ +99%/{print $2}' "$work/card.txt")"
-sed -i 's/base \* 0/base/; s/threads \* 150000/threads * 150000 + 75000/' "$work/first.lua"
+check "$work/card.txt"
+echo "alone: $(summary "$work/card.txt")"
+sed -i 's/threads \* 150000/threads * 150000 + 75000/' "$work/first.lua"
 wrk -t1 -c16 -d"$DURATION" --latency -s "$work/first.lua" "http://$APP/api/expense" >"$work/first_beside.txt" &
 first_pid=$!
 wrk -t1 -c16 -d"$DURATION" --latency -s "$work/card.lua" "http://$APP/api/expense/card" >"$work/card_beside.txt"
 wait "$first_pid"
-only_2xx "$work/card_beside.txt"
-echo "beside first decisions ($(awk '/Requests\/sec/{print $2}' "$work/first_beside.txt") req/s of them): $(awk '/Requests\/sec/{print $2}' "$work/card_beside.txt") req/s, p50 $(median "$work/card_beside.txt"), p99 $(awk '/^ +99%/{print $2}' "$work/card_beside.txt")"
-echo "app resident memory at the end: $(awk '/VmRSS/{print $2, $3}' /proc/$app_pid/status)"
+check "$work/first_beside.txt" "$work/card_beside.txt"
+echo "beside first decisions ($(rate "$work/first_beside.txt") req/s of them): $(summary "$work/card_beside.txt")"
+echo "app resident memory after the standard loads: $(rss $app_pid)"
+
+echo
+echo "== 1,000 open live-Inbox streams (200 sign-ins, five streams each)"
+for i in $(seq 200); do
+  curl -s -L -c "$work/jar_$i" -b "$work/jar_$i" -o /dev/null "http://$APP/signin"
+  cookie_header "$work/jar_$i"; echo
+done >"$work/stream_cookies.txt"
+python3 benches/live.py streams "$APP" "$work/stream_cookies.txt" "$app_pid" 1000
 
 echo
 echo "== /mail with the Redis session store beside the cookie store (-t2 -c32)"
@@ -163,16 +253,16 @@ redis_pid=$!
 CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
 AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
 BIND="$APP_REDIS" PUBLIC_URL="http://$APP_REDIS" SESSION_STORE=redis REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
-./target/release/outlook-inbox >"$work/app_redis.log" 2>&1 &
+DATA_DIR="$work/data_redis" ./target/release/outlook-inbox >"$work/app_redis.log" 2>&1 &
 redis_app_pid=$!
 for _ in $(seq 100); do curl -sf "http://$APP_REDIS/healthz" >/dev/null && break; sleep 0.1; done
 curl -s -L -c "$work/jar2" -b "$work/jar2" -o /dev/null "http://$APP_REDIS/signin"
-redis_cookie=$(awk '$6=="inbox_session"{print $7}' "$work/jar2")
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: inbox_session=$redis_cookie" "http://$APP_REDIS/mail")" = 200 ]
-echo "cookie value: ${#cookie} bytes with the cookie store, ${#redis_cookie} bytes with Redis"
+redis_cookie=$(cookie_header "$work/jar2")
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $redis_cookie" "http://$APP_REDIS/mail")" = 200 ]
+echo "cookie header: ${#cookie} bytes with the cookie store, ${#redis_cookie} bytes with Redis"
 for store in cookie redis; do
   if [ $store = cookie ]; then target="http://$APP/mail"; c=$cookie; else target="http://$APP_REDIS/mail"; c=$redis_cookie; fi
-  wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: inbox_session=$c" "$target" >"$work/store_$store.txt"
-  only_2xx "$work/store_$store.txt"
-  echo "$store store: $(awk '/Requests\/sec/{print $2}' "$work/store_$store.txt") req/s, median $(median "$work/store_$store.txt"), $(grep -c 'Non-2xx' "$work/store_$store.txt") non-2xx lines"
+  wrk -t2 -c32 -d"$DURATION" --latency -H "Cookie: $c" "$target" >"$work/store_$store.txt"
+  check "$work/store_$store.txt"
+  echo "$store store: $(summary "$work/store_$store.txt")"
 done
