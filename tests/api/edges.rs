@@ -644,18 +644,21 @@ async fn the_periodic_refresh_installs_a_new_key_set_by_itself() {
     let idp = MockIdp::start().await;
     let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
     let mut s = idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())]);
-    s.refresh_period = Duration::from_millis(300);
+    // Long enough that the press right after publishing meets the old set
+    // even on a busy machine; short enough for a test.
+    s.refresh_period = Duration::from_secs(2);
     s.jwks_min_refetch = Duration::from_secs(3600);
+    // Made before the app starts: an RSA key takes a while in a debug build.
+    let rotated = outlook_inbox::jwt::signer::RsaSigner::generate("key-periodic").unwrap();
     let app = spawn_with(s).await;
     let old = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
     assert_eq!(action(&app, &old, "m", Vec::new()).await.status(), 200);
-    let rotated = outlook_inbox::jwt::signer::RsaSigner::generate("key-periodic").unwrap();
     idp.keys.publish(&[&rotated]);
     let fresh = rotated.sign(&v2_action_claims(&idp)).unwrap();
     // Until the refresh, the new kid is unknown (and may not be refetched).
     assert_eq!(action(&app, &fresh, "m", Vec::new()).await.status(), 401);
     let mut accepted = false;
-    for _ in 0..50 {
+    for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if action(&app, &fresh, "m", Vec::new()).await.status() == 200 {
             accepted = true;
