@@ -81,7 +81,10 @@ pub async fn inbox(
     };
     // Page 1 of the Inbox is live: new mail appears by itself.
     let live = page == 1 && state.settings.notifications != Notifications::Off;
-    if live && state.settings.notifications == Notifications::Webhook {
+    if live
+        && state.settings.notifications == Notifications::Webhook
+        && !state.live.ensured_lately(&user.person_key())
+    {
         tokio::spawn(crate::notifications::upkeep::ensure_subscription(
             state.clone().into_inner(),
             user.clone(),

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -217,6 +217,9 @@ pub struct Live {
     known: Mutex<HashMap<String, Known>>,
     /// People whose subscription is being made or renewed right now.
     ensuring: Mutex<HashSet<String>>,
+    /// People whose subscription was found live (or made) lately: their
+    /// Inbox views need no store read for it until [`ENSURED_FOR`] passes.
+    ensured: Mutex<HashMap<String, Instant>>,
     next_event: AtomicU64,
     /// Notifications that are not ours are logged at a bounded rate.
     pub refusals: crate::logging::RefusalLog,
@@ -230,6 +233,12 @@ pub struct Live {
 /// Subscriptions remembered at once; when full, the memory starts over
 /// (the store has them all).
 const KNOWN_CAPACITY: usize = 50_000;
+
+/// How long a subscription found live is taken to stay so without a look.
+/// Renewal is due a day before expiry, so a minute costs nothing there;
+/// a subscription another instance deleted (its person signed out there,
+/// or Graph removed it) is made again at most this much later.
+const ENSURED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Live {
     pub fn new(
@@ -245,6 +254,7 @@ impl Live {
             max_streams,
             known: Mutex::default(),
             ensuring: Mutex::default(),
+            ensured: Mutex::default(),
             // Unique across restarts of a single instance; Redis numbers
             // events itself across instances.
             next_event: AtomicU64::new(
@@ -431,11 +441,42 @@ impl Live {
             .remove(owner);
     }
 
+    /// True when `owner`'s subscription was found live or made here less
+    /// than [`ENSURED_FOR`] ago.
+    pub fn ensured_lately(&self, owner: &str) -> bool {
+        self.ensured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(owner)
+            .is_some_and(|at| at.elapsed() < ENSURED_FOR)
+    }
+
+    /// `owner`'s subscription is live as of now.
+    pub fn ensured(&self, owner: &str) {
+        let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
+        if ensured.len() >= KNOWN_CAPACITY {
+            ensured.clear();
+        }
+        ensured.insert(owner.to_owned(), Instant::now());
+    }
+
+    /// `owner`'s subscription must be looked at on the next Inbox view.
+    pub fn unsure(&self, owner: &str) {
+        self.ensured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(owner);
+    }
+
     pub fn forget_subscription(&self, id: &str) {
-        self.known
+        let known = self
+            .known
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        if let Some(known) = known {
+            self.unsure(&known.owner);
+        }
     }
 
     /// Whose Inbox notification `id` with `client_state` is about, if the

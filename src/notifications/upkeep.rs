@@ -30,6 +30,9 @@ pub async fn ensure_subscription(state: Arc<AppState>, user: SignedInUser) {
         return;
     }
     let result = ensure(&state, &user, &owner).await;
+    if result.is_ok() {
+        state.live.ensured(&owner);
+    }
     state.live.done_ensuring(&owner);
     if let Err(why) = result {
         crate::metrics::notification("subscription_failed");
@@ -106,6 +109,7 @@ async fn ensure(state: &AppState, user: &SignedInUser, owner: &str) -> Result<()
 /// At sign-out: deletes the person's subscription at Graph and here.
 pub async fn drop_subscription(state: Arc<AppState>, user: SignedInUser) {
     let owner = user.person_key();
+    state.live.unsure(&owner);
     let Ok(Some(s)) = state.store.subscription_of(&owner).await else {
         return;
     };
@@ -146,6 +150,7 @@ pub async fn reauthorize(state: Arc<AppState>, owner: String, id: String) {
         }
     }
     // Due for renewal at the next Inbox open.
+    state.live.unsure(&owner);
     if let Ok(Some(mut s)) = state.store.subscription_of(&owner).await {
         s.expires_at = crate::clock::now();
         let _ = state.store.put_subscription(&s).await;
@@ -155,6 +160,7 @@ pub async fn reauthorize(state: Arc<AppState>, owner: String, id: String) {
 /// `subscriptionRemoved`: forget it; the next Inbox open makes a new one.
 pub async fn removed(state: Arc<AppState>, owner: String, id: String) {
     state.live.forget_subscription(&id);
+    state.live.unsure(&owner);
     if let Ok(Some(s)) = state.store.subscription_of(&owner).await
         && s.id == id
     {
