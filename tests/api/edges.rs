@@ -269,16 +269,21 @@ async fn with_a_valid_token_bodies_over_16_kb_are_413() {
     let audiences = format!("{APP_ID_URI},{CLIENT_ID}");
     let app = spawn_with(idp.settings(&[("ACTION_AUDIENCE", audiences.as_str())])).await;
     let token = idp.signer.sign(&v2_action_claims(&idp)).unwrap();
-    let fits = format!(r#"{{"action":"approve","note":"{}"}}"#, "n".repeat(16_000));
-    assert!(fits.len() <= 16 * 1024);
+    // Exactly 16 KiB fits; one byte more does not.
+    let sized = |len: usize| {
+        let frame = r#"{"action":"approve","note":""}"#.len();
+        format!(
+            r#"{{"action":"approve","note":"{}"}}"#,
+            "n".repeat(len - frame)
+        )
+    };
+    let fits = sized(16 * 1024);
+    assert_eq!(fits.len(), 16 * 1024);
     assert_eq!(
         action(&app, &token, "m", fits.into_bytes()).await.status(),
         200
     );
-    let over = format!(
-        r#"{{"action":"approve","note":"{}"}}"#,
-        "n".repeat(17 * 1024)
-    );
+    let over = sized(16 * 1024 + 1);
     let r = action(&app, &token, "m", over.into_bytes()).await;
     assert_eq!(r.status(), 413);
     assert!(r.headers().get("CARD-ACTION-STATUS").is_some());
