@@ -334,3 +334,38 @@ impl SessionStore for Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_password_is_named_whatever_the_server_said() {
+        // Each of these alone means the password was refused.
+        for e in [
+            RedisError::from((
+                redis::ErrorKind::AuthenticationFailed,
+                "Password authentication failed",
+            )),
+            RedisError::from((redis::ErrorKind::ResponseError, "WRONGPASS", "x".into())),
+            RedisError::from((redis::ErrorKind::ResponseError, "NOAUTH", "x".into())),
+            RedisError::from((redis::ErrorKind::ResponseError, "invalid password")),
+        ] {
+            assert!(
+                explain_redis(&e).starts_with("Redis refused the password in REDIS_URL"),
+                "{}",
+                explain_redis(&e)
+            );
+        }
+        for text in ["Connection reset by peer", "Broken pipe"] {
+            let e = RedisError::from(std::io::Error::other(text));
+            assert!(
+                explain_redis(&e).starts_with("the server closed the connection"),
+                "{}",
+                explain_redis(&e)
+            );
+        }
+        let other = RedisError::from((redis::ErrorKind::ResponseError, "busy"));
+        assert!(!explain_redis(&other).contains("password"));
+    }
+}

@@ -147,6 +147,9 @@ mod tests {
         assert_eq!(amount(123_456, "EUR"), "EUR 1,234.56");
         assert_eq!(amount(5, "USD"), "USD 0.05");
         assert_eq!(amount(100_000_000, "EUR"), "EUR 1,000,000.00");
+        // Nothing is not negative; a credit is.
+        assert_eq!(amount(0, "EUR"), "EUR 0.00");
+        assert_eq!(amount(-1_050, "EUR"), "-EUR 10.50");
     }
 
     #[test]
