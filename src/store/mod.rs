@@ -581,3 +581,29 @@ pub fn year_of(unix: i64) -> i32 {
         .map(|t| t.year())
         .unwrap_or(1970)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_memory_of_sends_forgets_only_those_outside_the_minute() {
+        let sends = RecentSends::default();
+        let now = 1_796_000_000;
+        for _ in 0..10 {
+            sends.note("busy@contoso.com", now, 10).unwrap();
+        }
+        assert_eq!(sends.note("busy@contoso.com", now, 10), Err(60));
+        // Fill the memory with people whose sends leave the window.
+        for i in 1..RecentSends::PEOPLE {
+            sends
+                .note(&format!("p{i}@contoso.com"), now - 120, 10)
+                .unwrap();
+        }
+        // The next newcomer makes room by forgetting those, not the busy one.
+        sends.note("new@contoso.com", now + 1, 10).unwrap();
+        assert_eq!(sends.note("busy@contoso.com", now + 1, 10), Err(59));
+        // Once the busy minute has passed, they may send again.
+        assert_eq!(sends.note("busy@contoso.com", now + 60, 10), Ok(()));
+    }
+}
