@@ -710,6 +710,35 @@ async fn interaction_required_after_a_silent_attempt_leads_to_the_interactive_si
     assert_eq!(query(&interactive, "prompt"), None);
 }
 
+#[tokio::test]
+async fn only_a_silent_attempt_that_needs_interaction_goes_round_again() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    // An interactive sign-in answered login_required: a page, not a loop.
+    let authorize = app.start_sign_in().await;
+    let state = query(&authorize, "state").unwrap();
+    let r = app
+        .get(&format!(
+            "/gettoken?error=login_required&error_description=AADSTS50058&state={state}"
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(body(r).await.contains("login_required"));
+    // A silent attempt refused for another reason: a page too.
+    let r = idp.sign_in_valid(&app, json!({"expires_in": "30"})).await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(location(&app.get("/mail").await), "/signin?prompt=none");
+    let authorize = app.start_sign_in_silently().await;
+    let state = query(&authorize, "state").unwrap();
+    let r = app
+        .get(&format!(
+            "/gettoken?error=access_denied&error_description=AADSTS50105&state={state}"
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(body(r).await.contains("access_denied"));
+}
+
 /// Decrypts the app's session cookie (as the test browser last got it), lets
 /// `edit` change its entries, and returns the re-encrypted `name=value`.
 async fn edited_cookie(
