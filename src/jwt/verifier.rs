@@ -134,6 +134,7 @@ fn read_header(token: &str) -> Result<RawHeader, JwtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn headers_are_read_from_three_part_tokens_only() {
@@ -144,5 +145,29 @@ mod tests {
         let h = read_header("eyJhbGciOiJub25lIn0.e30.").unwrap();
         assert_eq!(h.alg, "none");
         assert!(h.kid.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_size_limit_refuses_only_what_is_over_it() {
+        let verifier = Verifier::new(JwksCache::new(
+            reqwest::Client::new(),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        ));
+        let url = Url::parse("http://127.0.0.1:9/keys").unwrap();
+        let audiences = ["api://x".to_owned()];
+        let check = Check {
+            jwks_url: &url,
+            audiences: &audiences,
+        };
+        // At the limit the token is read (and found malformed, calling
+        // nothing); one byte over, it is not read at all.
+        let at = "a".repeat(MAX_TOKEN_LEN);
+        let over = "a".repeat(MAX_TOKEN_LEN + 1);
+        let read = verifier.verify::<serde_json::Value>(&at, &check).await;
+        assert_eq!(read.err(), Some(JwtError::Malformed));
+        let refused = verifier.verify::<serde_json::Value>(&over, &check).await;
+        assert_eq!(refused.err(), Some(JwtError::TooLarge));
     }
 }
