@@ -28,7 +28,9 @@ export OUTLOOK_INBOX_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 
 tool=()
 if command -v cargo-nextest >/dev/null; then tool=(--test-tool nextest); fi
-cargo mutants "${tool[@]}" "$@"
+# cargo-mutants exits 2 when a mutant was missed, 3 on a timeout: still summed up.
+status=0
+cargo mutants "${tool[@]}" "$@" || status=$?
 if [ -f mutants.out/outcomes.json ] && [[ " $* " != *" --list "* ]]; then
   python3 - <<'PY'
 import json
@@ -41,3 +43,4 @@ if viable:
              100 * (counts["caught"] + counts["timeout"]) / viable, counts["unviable"]))
 PY
 fi
+exit "$status"

@@ -512,6 +512,39 @@ async fn a_gone_delta_link_starts_again_and_nothing_is_lost_or_repeated() {
 }
 
 #[tokio::test]
+async fn the_delta_link_is_kept_in_the_data_store_of_either_kind() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let owner = format!("{TENANT}/00000000-0000-0000-66f3-3332eca7ea81");
+    for vars in [
+        vec![],
+        vec![("DATA_STORE", "redis"), ("REDIS_URL", url.as_str())],
+    ] {
+        let g = Graph::start(&vars).await;
+        let state = g.subscribe(&g.app).await;
+        g.then(ResponseTemplate::new(200).set_body_json(delta_page(&g.idp, &[], "kept-1")));
+        let mut events = Events::open(&g.app, None, None).await;
+        assert!(until(|| async { g.deltas().await >= 1 }).await);
+        g.then(ResponseTemplate::new(200).set_body_json(delta_page(&g.idp, &["K1"], "kept-2")));
+        g.notify(&g.app, "/notifications", created(&state)).await;
+        events.rows(Duration::from_secs(5)).await.expect("no row");
+        // What another instance, or this one after a restart, goes on from.
+        let store = &g.app.state.store;
+        assert!(
+            until(|| async {
+                store
+                    .delta_link(&owner)
+                    .await
+                    .unwrap()
+                    .is_some_and(|l| l.ends_with("kept-2"))
+            })
+            .await,
+            "{vars:?}: the deltaLink was not kept"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_throttled_delta_waits_as_graph_asks_then_delivers() {
     let g = Graph::start(&[]).await;
     let state = g.subscribe(&g.app).await;
