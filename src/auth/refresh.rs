@@ -42,11 +42,7 @@ impl Refresher {
         let key = digest(&SHA256, refresh_token.as_bytes()).as_ref().to_vec();
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots.retain(|_, s| {
-                Arc::strong_count(s) > 1
-                    || s.try_lock()
-                        .is_ok_and(|g| g.as_ref().is_some_and(|(t, _)| t.elapsed() < SHARE_FOR))
-            });
+            prune(&mut slots);
             slots.entry(key).or_default().clone()
         };
         let mut done = slot.lock().await;
@@ -76,5 +72,47 @@ impl Refresher {
             }
             Err(other) => Err(other),
         }
+    }
+}
+
+/// Drops the slots no request holds whose result is older than
+/// [`SHARE_FOR`] (or that never got one), so the map stays as small as the
+/// refreshes of the last minute.
+fn prune(slots: &mut HashMap<Vec<u8>, Slot>) {
+    slots.retain(|_, s| {
+        Arc::strong_count(s) > 1
+            || s.try_lock()
+                .is_ok_and(|g| g.as_ref().is_some_and(|(t, _)| t.elapsed() < SHARE_FOR))
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(age: Option<Duration>) -> Slot {
+        let outcome = age.map(|a| (Instant::now() - a, Err::<Refreshed, _>("x".to_owned())));
+        Arc::new(tokio::sync::Mutex::new(outcome))
+    }
+
+    #[test]
+    fn only_slots_nobody_holds_with_an_old_or_no_result_are_dropped() {
+        let held = slot(Some(Duration::from_secs(120)));
+        let mut slots = HashMap::from([
+            (b"old".to_vec(), slot(Some(Duration::from_secs(120)))),
+            (b"empty".to_vec(), slot(None)),
+            (b"fresh".to_vec(), slot(Some(Duration::from_secs(5)))),
+            (b"held".to_vec(), held.clone()),
+        ]);
+        prune(&mut slots);
+        let mut left: Vec<_> = slots
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["fresh", "held"]);
+        drop(held);
+        prune(&mut slots);
+        assert_eq!(slots.len(), 1);
     }
 }

@@ -617,6 +617,34 @@ async fn consent_blocked_by_policy_gets_a_page_with_the_admin_consent_link() {
     assert_eq!(r.status(), 200, "{}", body(r).await);
 }
 
+#[tokio::test]
+async fn an_admin_consent_answer_other_than_true_is_not_taken_for_consent() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let authorize = app.start_sign_in().await;
+    let state = query(&authorize, "state").unwrap();
+    let page = body(
+        app.get(&format!(
+            "/gettoken?error=access_denied&error_description=AADSTS90094%3A+Admin+approval+required&state={state}"
+        ))
+        .await,
+    )
+    .await;
+    let start = page.find("id=\"admin-consent\" href=\"").unwrap() + 25;
+    let link = page[start..start + page[start..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    let consent_state = query(&url::Url::parse(&link).unwrap(), "state").unwrap();
+    let r = app
+        .get(&format!(
+            "/gettoken?admin_consent=False&tenant={TENANT}&state={consent_state}"
+        ))
+        .await;
+    assert_eq!(r.status(), 400);
+    let page = body(r).await;
+    assert!(page.contains("admin_consent_not_granted"), "{page}");
+}
+
 // ---- the memory of verified action tokens ----
 
 #[tokio::test]
