@@ -639,6 +639,45 @@ async fn when_keys_cannot_be_fetched_and_none_are_cached_actions_fail_closed_wit
 }
 
 #[tokio::test]
+async fn a_refused_token_is_logged_with_its_reason() {
+    captured_logs();
+    let a = entra(&[]).await;
+    let mut early = v1_claims(&a.idp, "john@contoso.com");
+    early["nbf"] = json!(now() + 900);
+    let mut late = v1_claims(&a.idp, "john@contoso.com");
+    late["exp"] = json!(now() - 900);
+    late["iat"] = json!(now() - 5000);
+    late["nbf"] = json!(now() - 5000);
+    let mut markers = Vec::new();
+    for (claims, reason) in [
+        (early, "the token is not valid yet"),
+        (late, "the token has expired"),
+    ] {
+        let cid = format!("corr-{}", uuid::Uuid::new_v4().simple());
+        let r = a
+            .app
+            .client
+            .post(a.app.url("/api/expense"))
+            .header("Authorization", format!("Bearer {}", a.token(&claims)))
+            .header("Card-Correlation-Id", cid.as_str())
+            .body(r#"{"action":"approve"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        markers.push((cid, reason));
+    }
+    let logs = captured_logs();
+    for (cid, reason) in &markers {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(cid.as_str()) && l.contains(reason)),
+            "no line with {cid} and {reason:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn outcomes_are_logged_with_both_ids_and_never_the_token() {
     captured_logs();
     let a = entra(&[("ACTION_PERFORMERS", "@contoso.com")]).await;
