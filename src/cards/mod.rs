@@ -149,6 +149,9 @@ mod tests {
         assert_eq!(amount(100_000_000, "EUR"), "EUR 1,000,000.00");
         // Nothing is not negative; a credit is.
         assert_eq!(amount(0, "EUR"), "EUR 0.00");
+        // No separator before the first digit, whatever the length.
+        assert_eq!(amount(12_345, "EUR"), "EUR 123.45");
+        assert_eq!(amount(12_345_678, "EUR"), "EUR 123,456.78");
         assert_eq!(amount(-1_050, "EUR"), "-EUR 10.50");
     }
 

@@ -767,6 +767,41 @@ async fn only_a_silent_attempt_that_needs_interaction_goes_round_again() {
     assert!(body(r).await.contains("access_denied"));
 }
 
+#[tokio::test]
+async fn a_sign_in_answered_with_an_error_cannot_be_finished_afterwards() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    let authorize = app.start_sign_in().await;
+    let state = query(&authorize, "state").unwrap();
+    let nonce = query(&authorize, "nonce").unwrap();
+    let challenge = query(&authorize, "code_challenge").unwrap();
+    let r = app
+        .get(&format!("/gettoken?error=access_denied&state={state}"))
+        .await;
+    assert_eq!(r.status(), 400);
+    // A code presented later with the same state is refused unspent: the
+    // state was used up by the first answer.
+    idp.token_answers_pkce(
+        json!({
+            "token_type": "Bearer", "scope": "User.Read Mail.Read", "expires_in": 3599,
+            "access_token": "eyJ0eXAiOiJKV1QiLCJub25jZSI6Im9wYXF1ZSJ9.access.token",
+            "id_token": idp.signer.sign(&idp.id_claims(&nonce)).unwrap(),
+        }),
+        challenge,
+    )
+    .await;
+    let r = app
+        .get(&format!("/gettoken?code=late-code&state={state}"))
+        .await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        body(r)
+            .await
+            .contains("This sign-in link is not valid here")
+    );
+    assert_eq!(location(&app.get("/mail").await), "/");
+}
+
 /// Decrypts the app's session cookie (as the test browser last got it), lets
 /// `edit` change its entries, and returns the re-encrypted `name=value`.
 async fn edited_cookie(
