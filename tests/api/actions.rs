@@ -648,10 +648,13 @@ async fn a_refused_token_is_logged_with_its_reason() {
     late["exp"] = json!(now() - 900);
     late["iat"] = json!(now() - 5000);
     late["nbf"] = json!(now() - 5000);
+    let mut stranger = v1_claims(&a.idp, "john@contoso.com");
+    stranger["aud"] = json!("api://someone-else");
     let mut markers = Vec::new();
     for (claims, reason) in [
         (early, "the token is not valid yet"),
         (late, "the token has expired"),
+        (stranger, "the audience is not this app"),
     ] {
         let cid = format!("corr-{}", uuid::Uuid::new_v4().simple());
         let r = a
