@@ -531,31 +531,26 @@ async fn the_demo_keeps_its_signing_keys_across_restarts() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = std::env::temp_dir().join(format!("oi-demo-keys-{}", uuid::Uuid::new_v4().simple()));
     let vars = [("DATA_DIR", dir.to_str().unwrap())];
-    let kid = |keys: serde_json::Value| keys["keys"][0]["kid"].as_str().unwrap().to_owned();
+    // The kid of the first key an app's stand-in publishes.
+    async fn published_kid(app: &TestApp) -> String {
+        let keys: serde_json::Value = app
+            .client
+            .get(app.url("/_demo/common/discovery/v2.0/keys"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        keys["keys"][0]["kid"].as_str().unwrap().to_owned()
+    }
     let first = spawn_with(settings(&vars)).await;
-    let keys: serde_json::Value = first
-        .client
-        .get(first.url("/_demo/common/discovery/v2.0/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kid = published_kid(&first).await;
     let kept = dir.join("demo-signing-keys.json");
     let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let again = spawn_with(settings(&vars)).await;
-    let keys_again: serde_json::Value = again
-        .client
-        .get(again.url("/_demo/common/discovery/v2.0/keys"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(kid(keys), kid(keys_again));
+    assert_eq!(kid, published_kid(&again).await);
     // A damaged file is replaced by new keys, not a failed start.
     std::fs::write(&kept, b"not keys").unwrap();
     let third = spawn_with(settings(&vars)).await;

@@ -572,6 +572,15 @@ async fn a_claims_challenge_drops_the_token_and_signs_in_with_the_claims() {
     assert!(claims["access_token"].get("nbf").is_none());
 }
 
+/// The admin-consent link of a "consent required" page, unescaped.
+fn admin_consent_link(page: &str) -> url::Url {
+    let start = page.find("id=\"admin-consent\" href=\"").unwrap() + 25;
+    let link = page[start..start + page[start..].find('"').unwrap()]
+        .replace("&#38;", "&")
+        .replace("&amp;", "&");
+    url::Url::parse(&link).unwrap()
+}
+
 #[tokio::test]
 async fn consent_blocked_by_policy_gets_a_page_with_the_admin_consent_link() {
     let idp = MockIdp::start().await;
@@ -586,11 +595,7 @@ async fn consent_blocked_by_policy_gets_a_page_with_the_admin_consent_link() {
     assert_eq!(r.status(), 403);
     let page = body(r).await;
     assert!(page.contains("An administrator must approve this app"));
-    let start = page.find("id=\"admin-consent\" href=\"").unwrap() + 25;
-    let link = page[start..start + page[start..].find('"').unwrap()]
-        .replace("&#38;", "&")
-        .replace("&amp;", "&");
-    let link = url::Url::parse(&link).unwrap();
+    let link = admin_consent_link(&page);
     assert_eq!(link.path(), "/common/v2.0/adminconsent");
     assert_eq!(query(&link, "client_id").as_deref(), Some(CLIENT_ID));
     assert_eq!(
@@ -630,11 +635,7 @@ async fn an_admin_consent_answer_other_than_true_is_not_taken_for_consent() {
         .await,
     )
     .await;
-    let start = page.find("id=\"admin-consent\" href=\"").unwrap() + 25;
-    let link = page[start..start + page[start..].find('"').unwrap()]
-        .replace("&#38;", "&")
-        .replace("&amp;", "&");
-    let consent_state = query(&url::Url::parse(&link).unwrap(), "state").unwrap();
+    let consent_state = query(&admin_consent_link(&page), "state").unwrap();
     let r = app
         .get(&format!(
             "/gettoken?admin_consent=False&tenant={TENANT}&state={consent_state}"
