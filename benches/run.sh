@@ -22,7 +22,11 @@ command -v wrk >/dev/null && command -v ab >/dev/null && command -v redis-server
 
 cargo build --release --quiet --bin outlook-inbox --example bench_standin --example bench_seed
 work=$(mktemp -d)
-cleanup() { kill "${app_pid:-}" "${redis_app_pid:-}" "${standin_pid:-}" "${redis_pid:-}" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  kill "${app_pid:-}" "${redis_app_pid:-}" "${legacy_pid:-}" "${flask_pid:-}" "${gunicorn_pid:-}" \
+    "${standin_pid:-}" "${redis_pid:-}" 2>/dev/null || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 ./target/release/examples/bench_seed "$work/data" 300000
@@ -84,13 +88,16 @@ curl -s "http://$STANDIN/action-tokens?aud=$aud&n=$pool" >"$work/tokens.txt"
 [ "$(wc -l <"$work/tokens.txt")" -ge $((pool - 1)) ] || { echo "the token pool is short" >&2; exit 1; }
 # Each wrk thread cycles its own half of the pool: a token comes back only after
 # 20,000 others of its thread, twice the memory of verified tokens (10,000).
-cat >"$work/fresh.lua" <<LUA
+# A wrk script where each of two threads cycles its own half of a token pool
+# (one token a line in $1), written to $2.
+pool_script() {
+  cat >"$2" <<LUA
 local threads = 0
 function setup(thread) thread:set("id", threads); threads = threads + 1 end
 function init(args)
   tokens = {}
   local i = 0
-  for line in io.lines("$work/tokens.txt") do
+  for line in io.lines("$1") do
     if i % 2 == id then tokens[#tokens + 1] = "Bearer " .. line end
     i = i + 1
   end
@@ -101,6 +108,8 @@ function request()
   return wrk.format("POST", nil, {["Content-Type"] = "application/json", ["Authorization"] = tokens[n]}, '{"action":"approve"}')
 end
 LUA
+}
+pool_script "$work/tokens.txt" "$work/fresh.lua"
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/fresh.lua" "http://$APP/api/expense" >"$work/fresh.txt"
 check "$work/fresh.txt"
 echo "$(summary "$work/fresh.txt") from a pool of $pool distinct tokens"
@@ -266,3 +275,55 @@ for store in cookie redis; do
   check "$work/store_$store.txt"
   echo "$store store: $(summary "$work/store_$store.txt")"
 done
+
+echo
+echo "== legacy (EAT) tokens, a fresh one per press: the app vs the old Flask sample (-t2 -c32)"
+# The app in the legacy scheme with the sample's checks (sender, performer's
+# domain), and benches/flask_sample/app.py: the sample's per-press work on
+# Flask's own server as the sample runs it, then under gunicorn with one
+# process a core. Both are sent the same pool of distinct tokens.
+LEGACY=127.0.0.1:18084
+FLASK=127.0.0.1:18085
+GUNICORN=127.0.0.1:18086
+CLIENT_ID=bench-client CLIENT_SECRET=bench-secret-test-only \
+AUTHORITY="http://$STANDIN/common" MAIL_API_URL="http://$STANDIN/v1.0" \
+BIND="$LEGACY" PUBLIC_URL="http://$LEGACY" ACTION_TOKEN=legacy ACTION_KEYS_URL="http://$STANDIN/keys" \
+ACTION_SENDERS=lob@contoso.com ACTION_PERFORMERS=@contoso.com DATA_DIR="$work/data_legacy" \
+./target/release/outlook-inbox >"$work/app_legacy.log" 2>&1 &
+legacy_pid=$!
+for _ in $(seq 100); do curl -sf "http://$LEGACY/healthz" >/dev/null && break; sleep 0.1; done
+curl -s "http://$STANDIN/action-tokens?aud=http://$LEGACY&n=$pool&scheme=legacy" >"$work/legacy_tokens.txt"
+[ "$(wc -l <"$work/legacy_tokens.txt")" -ge $((pool - 1)) ] || { echo "the legacy token pool is short" >&2; exit 1; }
+pool_script "$work/legacy_tokens.txt" "$work/legacy.lua"
+wrk -t2 -c32 -d"$DURATION" --latency -s "$work/legacy.lua" "http://$LEGACY/api/expense" >"$work/legacy_app.txt"
+check "$work/legacy_app.txt"
+echo "the app: $(summary "$work/legacy_app.txt")"
+kill "$legacy_pid"
+
+# The sample's dependencies in a virtualenv kept between runs (PyPI is needed once).
+venv=${XDG_CACHE_HOME:-$HOME/.cache}/outlook-inbox-bench/venv
+if [ -x "$venv/bin/gunicorn" ] || { python3 -m venv "$venv" >/dev/null &&
+  "$venv/bin/pip" install -q -r benches/flask_sample/requirements.txt >"$work/pip.log" 2>&1; }; then
+  export SAMPLE_DISCOVERY_URL="http://$STANDIN/sts/common/.well-known/openid-configuration"
+  export SAMPLE_SERVICE_URL="http://$LEGACY"
+  (cd benches/flask_sample && SAMPLE_PORT=${FLASK##*:} exec "$venv/bin/python" app.py) >"$work/flask.log" 2>&1 &
+  flask_pid=$!
+  (cd benches/flask_sample && exec "$venv/bin/gunicorn" -w "$workers" -b "$GUNICORN" app:app) >"$work/gunicorn.log" 2>&1 &
+  gunicorn_pid=$!
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://$FLASK/" && curl -s -o /dev/null "http://$GUNICORN/" && break
+    sleep 0.1
+  done
+  wrk -t2 -c32 -d"$DURATION" --latency -s "$work/legacy.lua" "http://$FLASK/api/expense" >"$work/legacy_flask.txt"
+  check "$work/legacy_flask.txt"
+  echo "the Flask sample on Flask's server (app.run()): $(summary "$work/legacy_flask.txt")"
+  kill "$flask_pid"
+  wrk -t2 -c32 -d"$DURATION" --latency -s "$work/legacy.lua" "http://$GUNICORN/api/expense" >"$work/legacy_gunicorn.txt"
+  check "$work/legacy_gunicorn.txt"
+  echo "the Flask sample under gunicorn, $workers processes: $(summary "$work/legacy_gunicorn.txt")"
+  awk -v a="$(rate "$work/legacy_app.txt")" -v f="$(rate "$work/legacy_flask.txt")" -v g="$(rate "$work/legacy_gunicorn.txt")" \
+    'BEGIN {printf "the app is %.1f times the sample on its own server, %.1f times the sample under gunicorn\n", a / f, a / g}'
+else
+  echo "skipped the Flask sample: its virtualenv could not be made (PyPI unreachable?):"
+  tail -3 "$work/pip.log" 2>/dev/null || true
+fi

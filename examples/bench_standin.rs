@@ -4,7 +4,8 @@
 //!
 //! It signs people in without a page (authorize redirects straight back),
 //! serves a fixed ten-message Inbox, mints Actionable Message tokens at
-//! `/action-token?aud=…`, and reports at `/stats` how many TCP connections it
+//! `/action-token?aud=…` (`&scheme=legacy` for the retired EAT tokens; `/action-tokens?n=…`
+//! for a pool), and reports at `/stats` how many TCP connections it
 //! accepted and how often its keys were fetched.
 
 // A benchmark helper, not part of the product: it may panic on bad input.
@@ -88,6 +89,10 @@ async fn main() -> std::io::Result<()> {
                 "/common/.well-known/openid-configuration",
                 web::get().to(discovery_v1),
             )
+            .route(
+                "/sts/common/.well-known/openid-configuration",
+                web::get().to(discovery_legacy),
+            )
             .route("/authorize", web::get().to(authorize))
             .route("/token", web::post().to(token))
             .route("/keys", web::get().to(keys))
@@ -127,6 +132,15 @@ async fn discovery(s: web::Data<State>) -> HttpResponse {
         "token_endpoint": format!("{b}/token"),
         "jwks_uri": format!("{b}/keys"),
         "end_session_endpoint": format!("{b}/logout"),
+    }))
+}
+
+/// The retired Actionable Message discovery document (what the Flask
+/// sample reads before it fetches the keys).
+async fn discovery_legacy(s: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "issuer": "https://substrate.office.com/sts/",
+        "jwks_uri": format!("{}/keys", s.base),
     }))
 }
 
@@ -238,21 +252,35 @@ async fn me() -> HttpResponse {
     HttpResponse::Ok().json(json!({"displayName": "Bench Person", "jobTitle": "Benchmarker"}))
 }
 
-/// One Entra v1 action token for `aud`, unique by its `uti` (as Microsoft's are).
-fn mint(s: &State, aud: Option<&String>) -> String {
+/// One action token for `aud`: an Entra v1 token unique by its `uti` (as
+/// Microsoft's are), or with `legacy` a retired EAT token (issuer
+/// `https://substrate.office.com/sts/`, `sender` and `sub` claims) unique by its `jti`.
+fn mint(s: &State, aud: Option<&String>, legacy: bool) -> String {
     let now = now();
-    s.signer
-        .sign(&json!({
+    let claims = if legacy {
+        json!({
+            "aud": aud, "iss": "https://substrate.office.com/sts/", "iat": now, "nbf": now,
+            "exp": now + 3600, "appid": ACTIONS_APP_ID, "appidacr": "2", "acr": "0",
+            "ver": "STI.ExternalAccessToken.V1", "sender": "lob@contoso.com",
+            "sub": "john@contoso.com", "jti": uuid::Uuid::new_v4().to_string(),
+        })
+    } else {
+        json!({
             "aud": aud, "iss": format!("{}/sts/{TENANT}/", s.base), "iat": now, "nbf": now,
             "exp": now + 3600, "appid": ACTIONS_APP_ID, "appidacr": "2", "scp": "Global.Test",
             "tid": TENANT, "upn": "john@contoso.com", "ver": "1.0",
             "uti": uuid::Uuid::new_v4().simple().to_string(),
-        }))
-        .unwrap()
+        })
+    };
+    s.signer.sign(&claims).unwrap()
+}
+
+fn legacy(q: &HashMap<String, String>) -> bool {
+    q.get("scheme").is_some_and(|s| s == "legacy")
 }
 
 async fn action_token(s: web::Data<State>, q: web::Query<HashMap<String, String>>) -> HttpResponse {
-    HttpResponse::Ok().body(mint(&s, q.get("aud")))
+    HttpResponse::Ok().body(mint(&s, q.get("aud"), legacy(&q)))
 }
 
 /// `n` distinct tokens, one a line (signed on every core: RSA signing is
@@ -267,6 +295,7 @@ async fn action_tokens(
         .unwrap_or(1000)
         .min(200_000);
     let aud = q.get("aud").cloned();
+    let legacy = legacy(&q);
     let s = s.into_inner();
     let lines = web::block(move || {
         let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
@@ -275,7 +304,8 @@ async fn action_tokens(
                 .map(|i| {
                     let (s, aud) = (&s, aud.as_ref());
                     let count = n / cores + usize::from(i < n % cores);
-                    scope.spawn(move || (0..count).map(|_| mint(s, aud)).collect::<Vec<_>>())
+                    scope
+                        .spawn(move || (0..count).map(|_| mint(s, aud, legacy)).collect::<Vec<_>>())
                 })
                 .collect();
             parts
