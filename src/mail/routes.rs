@@ -83,7 +83,7 @@ pub async fn inbox(
     let live = page == 1 && state.settings.notifications != Notifications::Off;
     if live
         && state.settings.notifications == Notifications::Webhook
-        && !state.live.ensured_lately(&user.person_key())
+        && !state.live.looked_lately(&user.person_key())
     {
         tokio::spawn(crate::notifications::upkeep::ensure_subscription(
             state.clone().into_inner(),

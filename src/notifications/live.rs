@@ -217,9 +217,10 @@ pub struct Live {
     known: Mutex<HashMap<String, Known>>,
     /// People whose subscription is being made or renewed right now.
     ensuring: Mutex<HashSet<String>>,
-    /// People whose subscription was found live (or made) lately: their
-    /// Inbox views need no store read for it until [`ENSURED_FOR`] passes.
-    ensured: Mutex<HashMap<String, Instant>>,
+    /// People whose subscription was looked at lately (found live, made, or
+    /// tried and failed): their Inbox views need no store read or Graph call
+    /// for it until [`LOOK_AGAIN_AFTER`] passes.
+    looked: Mutex<HashMap<String, Instant>>,
     next_event: AtomicU64,
     /// Notifications that are not ours are logged at a bounded rate.
     pub refusals: crate::logging::RefusalLog,
@@ -234,11 +235,14 @@ pub struct Live {
 /// (the store has them all).
 const KNOWN_CAPACITY: usize = 50_000;
 
-/// How long a subscription found live is taken to stay so without a look.
+/// How long after a look at a subscription the next Inbox view looks again.
 /// Renewal is due a day before expiry, so a minute costs nothing there;
 /// a subscription another instance deleted (its person signed out there,
-/// or Graph removed it) is made again at most this much later.
-const ENSURED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// or Graph removed it) is made again at most this much later; and when
+/// making one fails (Graph refuses, the validation never reaches us), each
+/// person costs Graph one attempt and the log one warning a minute, not one
+/// every Inbox view.
+const LOOK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Live {
     pub fn new(
@@ -254,7 +258,7 @@ impl Live {
             max_streams,
             known: Mutex::default(),
             ensuring: Mutex::default(),
-            ensured: Mutex::default(),
+            looked: Mutex::default(),
             // Unique across restarts of a single instance; Redis numbers
             // events itself across instances.
             next_event: AtomicU64::new(
@@ -441,28 +445,29 @@ impl Live {
             .remove(owner);
     }
 
-    /// True when `owner`'s subscription was found live or made here less
-    /// than [`ENSURED_FOR`] ago.
-    pub fn ensured_lately(&self, owner: &str) -> bool {
-        self.ensured
+    /// True when `owner`'s subscription was looked at here less than
+    /// [`LOOK_AGAIN_AFTER`] ago.
+    pub fn looked_lately(&self, owner: &str) -> bool {
+        self.looked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(owner)
-            .is_some_and(|at| at.elapsed() < ENSURED_FOR)
+            .is_some_and(|at| at.elapsed() < LOOK_AGAIN_AFTER)
     }
 
-    /// `owner`'s subscription is live as of now.
-    pub fn ensured(&self, owner: &str) {
-        let mut ensured = self.ensured.lock().unwrap_or_else(|p| p.into_inner());
-        if ensured.len() >= KNOWN_CAPACITY {
-            ensured.clear();
+    /// `owner`'s subscription was looked at just now: found live, made, or
+    /// an attempt failed.
+    pub fn looked(&self, owner: &str) {
+        let mut looked = self.looked.lock().unwrap_or_else(|p| p.into_inner());
+        if looked.len() >= KNOWN_CAPACITY {
+            looked.clear();
         }
-        ensured.insert(owner.to_owned(), Instant::now());
+        looked.insert(owner.to_owned(), Instant::now());
     }
 
     /// `owner`'s subscription must be looked at on the next Inbox view.
     pub fn unsure(&self, owner: &str) {
-        self.ensured
+        self.looked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(owner);

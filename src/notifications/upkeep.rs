@@ -30,9 +30,8 @@ pub async fn ensure_subscription(state: Arc<AppState>, user: SignedInUser) {
         return;
     }
     let result = ensure(&state, &user, &owner).await;
-    if result.is_ok() {
-        state.live.ensured(&owner);
-    }
+    // A failure too: the next attempt waits a minute (see `Live::looked`).
+    state.live.looked(&owner);
     state.live.done_ensuring(&owner);
     if let Err(why) = result {
         crate::metrics::notification("subscription_failed");

@@ -782,6 +782,55 @@ async fn signing_out_deletes_the_subscription() {
     assert!(g.forgot_the_subscription().await);
 }
 
+#[tokio::test]
+async fn a_subscription_graph_refuses_is_tried_once_a_minute_not_at_every_inbox_view() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[("NOTIFICATIONS", "webhook")])).await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/me/mailfolders/inbox/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&idp.server)
+        .await;
+    // What Graph answers when the validation request never reached the app.
+    Mock::given(method("POST"))
+        .and(path("/v1.0/subscriptions"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "code": "ValidationError",
+            "message": "Subscription validation request failed. Notification endpoint must respond with 200 OK to validation request.",
+        }})))
+        .mount(&idp.server)
+        .await;
+    idp.sign_in_ok(&app).await;
+    let idp_ = &idp;
+    assert_eq!(app.get("/mail").await.status(), 200);
+    assert!(
+        until(|| async { !calls(idp_, "POST", "/v1.0/subscriptions").await.is_empty() }).await,
+        "no attempt"
+    );
+    // Let the failed attempt finish, then view the Inbox again and again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/mail").await.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls(idp_, "POST", "/v1.0/subscriptions").await.len(),
+        1,
+        "every Inbox view tried again"
+    );
+    // Signing out and in again is a new start: the next view tries at once.
+    app.get("/signout").await;
+    idp.sign_in_ok(&app).await;
+    assert!(
+        until(|| async {
+            app.get("/mail").await;
+            calls(idp_, "POST", "/v1.0/subscriptions").await.len() == 2
+        })
+        .await,
+        "no new attempt after signing in again"
+    );
+}
+
 // ---- several instances ----
 
 #[tokio::test]
