@@ -113,6 +113,7 @@ pool_script "$work/tokens.txt" "$work/fresh.lua"
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/fresh.lua" "http://$APP/api/expense" >"$work/fresh.txt"
 check "$work/fresh.txt"
 echo "$(summary "$work/fresh.txt") from a pool of $pool distinct tokens"
+echo "  app resident memory now: $(rss $app_pid)"
 
 echo
 echo "== the same, one token for every press (measures the memory of verified tokens)"
@@ -129,6 +130,7 @@ wrk -t2 -c32 -d"$DURATION" --latency -s "$work/post.lua" "http://$APP/api/expens
 check "$work/actions.txt"
 fetches_after=$(curl -s "http://$STANDIN/stats" | sed -E 's/.*"key_fetches":([0-9]+).*/\1/')
 echo "$(summary "$work/actions.txt"); key fetches during the run: $((fetches_after - fetches_before))"
+echo "  app resident memory now: $(rss $app_pid)"
 
 echo
 echo "== /mail overhead over the upstream call (1 connection, sequential)"
@@ -155,6 +157,7 @@ check "$work/body_upstream.txt" "$work/body_first.txt" "$work/body.txt"
 echo "upstream alone: p50 $(median "$work/body_upstream.txt"), $(requests "$work/body_upstream.txt") requests"
 echo "first views:    p50 $(median "$work/body_first.txt"), $(requests "$work/body_first.txt") requests (each a new message id)"
 echo "repeat views:   p50 $(median "$work/body.txt"), $(requests "$work/body.txt") requests (one message, from the reader's memory)"
+echo "  app resident memory now: $(rss $app_pid)"
 
 echo
 echo "== upstream connections opened by /mail load"
@@ -195,6 +198,7 @@ LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/notify.lua" "http://$APP/notifications" >"$work/notify.txt"
 check "$work/notify.txt"
 echo "$(summary "$work/notify.txt")"
+echo "  app resident memory now: $(rss $app_pid)"
 python3 benches/live.py latency "$APP" "$STANDIN" "$cookie" 300
 
 echo
@@ -214,6 +218,7 @@ LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/first.lua" "http://$APP/api/expense" >"$work/first.txt"
 check "$work/first.txt"
 echo "$(summary "$work/first.txt")"
+echo "  app resident memory now: $(rss $app_pid)"
 
 echo
 echo "== repeated presses on a decided expense (answer: already approved)"
@@ -226,6 +231,7 @@ LUA
 wrk -t2 -c32 -d"$DURATION" --latency -s "$work/again.lua" "http://$APP/api/expense" >"$work/again.txt"
 check "$work/again.txt"
 echo "$(summary "$work/again.txt")"
+echo "  app resident memory now: $(rss $app_pid)"
 
 echo
 echo "== POST /api/expense/card (auto-invoke), alone and beside first decisions"
