@@ -33,6 +33,19 @@ const MAX_PERSON_BYTES: usize = 4 * 1024 * 1024;
 const MAX_PERSON_ENTRIES: usize = 64;
 const MAX_PEOPLE: usize = 1_000;
 
+/// `text` in an allocation of exactly its length, made on this thread. A
+/// body is kept in the memory of bodies, and what the memory counts is what
+/// it holds: a grown buffer can be up to twice its text. And the sanitizer's
+/// buffer was allocated on a blocking-pool thread, whose heap also held the
+/// parse tree: a kept body there would keep that heap from being reused whole.
+fn exact(text: String) -> String {
+    if text.capacity() == text.len() {
+        text
+    } else {
+        String::from(text.as_str())
+    }
+}
+
 /// A body ready for the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rendered {
@@ -127,7 +140,7 @@ impl Reader {
             return Ok((hit, answer.truncated));
         }
         let rendered = match answer.body {
-            Body::Text(text) => Rendered::Text(text),
+            Body::Text(text) => Rendered::Text(exact(text)),
             Body::Html(raw) => {
                 let cleaned = self.sanitize(raw, remote_images).await?;
                 let html = if cleaned.html.contains(CID_SRC) {
@@ -137,7 +150,7 @@ impl Reader {
                     cleaned.html
                 };
                 Rendered::Html {
-                    html,
+                    html: exact(html),
                     flattened: cleaned.flattened,
                 }
             }
@@ -429,6 +442,22 @@ fn placeholder(size: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_body_holds_no_more_than_its_length() {
+        let mut grown = String::with_capacity(64 * 1024);
+        grown.push_str("<p>a short body</p>");
+        let kept = exact(grown);
+        assert_eq!(kept, "<p>a short body</p>");
+        assert_eq!(kept.capacity(), kept.len());
+        let already = String::from("exact");
+        let pointer = already.as_ptr();
+        assert_eq!(
+            exact(already).as_ptr(),
+            pointer,
+            "an exact body is not copied"
+        );
+    }
 
     #[test]
     fn cid_references_are_found_and_replaced_by_images_or_placeholders() {
