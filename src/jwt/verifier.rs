@@ -147,6 +147,32 @@ mod tests {
         assert!(h.kid.is_none());
     }
 
+    #[test]
+    fn validations_are_kept_per_audience_list_and_at_most_sixteen() {
+        let verifier = Verifier::new(JwksCache::new(
+            reqwest::Client::new(),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        ));
+        let list = |i: usize| vec![format!("api://app-{i}")];
+        let first = verifier.validation(&list(0));
+        let second = verifier.validation(&list(1));
+        assert!(!Arc::ptr_eq(&first, &second));
+        // Both are remembered: asking again makes no new one.
+        assert!(Arc::ptr_eq(&first, &verifier.validation(&list(0))));
+        assert!(Arc::ptr_eq(&second, &verifier.validation(&list(1))));
+        for i in 2..16 {
+            verifier.validation(&list(i));
+        }
+        assert_eq!(verifier.validations.lock().unwrap().len(), 16);
+        assert!(Arc::ptr_eq(&first, &verifier.validation(&list(0))));
+        // A seventeenth list starts the memory over.
+        verifier.validation(&list(16));
+        assert_eq!(verifier.validations.lock().unwrap().len(), 1);
+        assert!(!Arc::ptr_eq(&first, &verifier.validation(&list(0))));
+    }
+
     #[tokio::test]
     async fn the_size_limit_refuses_only_what_is_over_it() {
         let verifier = Verifier::new(JwksCache::new(

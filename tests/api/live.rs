@@ -512,6 +512,42 @@ async fn a_gone_delta_link_starts_again_and_nothing_is_lost_or_repeated() {
 }
 
 #[tokio::test]
+async fn in_redis_a_subscription_outlives_its_expiry_by_a_day() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let g = Graph::start(&[("DATA_STORE", "redis"), ("REDIS_URL", url.as_str())]).await;
+    g.subscribe(&g.app).await;
+    let owner = format!("{TENANT}/00000000-0000-0000-66f3-3332eca7ea81");
+    // Graph's answer, clamped to the longest it allows.
+    let expires_at = g
+        .app
+        .state
+        .store
+        .subscription_of(&owner)
+        .await
+        .unwrap()
+        .unwrap()
+        .expires_at;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for key in [
+        format!("outlook-inbox:subscription:{owner}"),
+        format!("outlook-inbox:subscription-id:{SUBSCRIPTION}"),
+    ] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let left = expires_at - now();
+        assert!(
+            (left + 24 * 3600 - 60..=left + 24 * 3600 + 60).contains(&ttl),
+            "{key}: TTL {ttl}, {left} s to expiry"
+        );
+    }
+}
+
+#[tokio::test]
 async fn the_delta_link_is_kept_in_the_data_store_of_either_kind() {
     let server = RedisServer::start();
     let url = server.url();
