@@ -11,8 +11,10 @@ the service URL), checks `appid`, and checks the sender and the performer.
 
 What differs: the discovery URL, the service URL and the sender come from the
 environment (the sample hard-codes substrate.office.com, a placeholder URL and
-lob@contoso.com), and the keys are read once at start-up instead of on the first
-press. Not for any use but this benchmark.
+lob@contoso.com); the keys are read once at start-up instead of on the first
+press; and the key lookup works (the published sample calls its class-level
+key dictionary as if it were a method, so every press it handles fails with
+a 500). Not for any use but this benchmark.
 """
 
 import base64
