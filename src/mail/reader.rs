@@ -452,11 +452,8 @@ mod tests {
         assert_eq!(kept.capacity(), kept.len());
         let already = String::from("exact");
         let pointer = already.as_ptr();
-        assert_eq!(
-            exact(already).as_ptr(),
-            pointer,
-            "an exact body is not copied"
-        );
+        let kept = exact(already);
+        assert_eq!(kept.as_ptr(), pointer, "an exact body is not copied");
     }
 
     #[test]
