@@ -70,6 +70,15 @@ impl VerifiedTokens {
         }
     }
 
+    /// How many tokens are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Remembers a token that just verified with key `kid` of `jwks_url`.
     pub fn put(&self, token: &str, identity: &ActionIdentity, jwks_url: &Url, kid: &str) {
         let source = {

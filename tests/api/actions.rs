@@ -106,6 +106,30 @@ async fn a_valid_v1_entra_token_approves_with_a_card_status() {
 }
 
 #[tokio::test]
+async fn a_token_that_verified_is_remembered_and_a_refused_one_is_not() {
+    let a = entra(&[]).await;
+    let verified = &a.app.state.actions.verified;
+    assert!(verified.is_empty());
+    let mut forged = v1_claims(&a.idp, "john@contoso.com");
+    forged["aud"] = json!("api://someone-else");
+    assert_eq!(a.status_of(&forged).await, 401);
+    assert!(verified.is_empty(), "a refused token was remembered");
+    let token = a.token(&v1_claims(&a.idp, "john@contoso.com"));
+    assert_eq!(a.post(&token).await.status(), 200);
+    assert_eq!(verified.len(), 1, "the verified token was not remembered");
+    // The second press of the same token is answered from the memory.
+    assert_eq!(a.post(&token).await.status(), 200);
+    assert_eq!(verified.len(), 1);
+    // A legacy token as well.
+    let l = legacy(&[]).await;
+    let (status, _) = l
+        .status_of(&eat_claims("john@contoso.com", "expense@contoso.com"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(l.app.state.actions.verified.len(), 1);
+}
+
+#[tokio::test]
 async fn a_valid_v2_entra_token_can_reject() {
     let a = entra(&[]).await;
     let token = a.token(&v2_claims(&a.idp, "john@contoso.com"));
