@@ -140,6 +140,12 @@ wrk -t1 -c1 -d"$DURATION" --latency -H "Cookie: $cookie" "http://$APP/mail" >"$w
 check "$work/upstream.txt" "$work/mail.txt"
 echo "upstream alone: p50 $(median "$work/upstream.txt"), $(requests "$work/upstream.txt") requests"
 echo "/mail:          p50 $(median "$work/mail.txt"), $(requests "$work/mail.txt") requests"
+# The floor of any answer here: the app's static icon, no upstream call, no
+# session. What /mail adds over the upstream call and over this floor is what
+# the app can cut; the floor itself is mostly waking idle cores.
+wrk -t1 -c1 -d"$DURATION" --latency "http://$APP/static/icon.svg" >"$work/static.txt"
+check "$work/static.txt"
+echo "a static file:  p50 $(median "$work/static.txt"), $(requests "$work/static.txt") requests"
 
 echo
 echo "== /mail/{id}/body, a 50 KB newsletter, over the upstream call (1 connection, sequential)"
