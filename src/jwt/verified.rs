@@ -108,3 +108,39 @@ impl VerifiedTokens {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> ActionIdentity {
+        ActionIdentity {
+            performer: "john@contoso.com".into(),
+            sender: None,
+            expires_at: 4_000_000_000,
+        }
+    }
+
+    #[test]
+    fn each_token_keeps_the_key_that_signed_it_and_tokens_of_one_key_share_it() {
+        let memory = VerifiedTokens::default();
+        let url = Url::parse("https://login.example/keys").unwrap();
+        let other = Url::parse("https://other.example/keys").unwrap();
+        memory.put("a", &identity(), &url, "k1");
+        memory.put("b", &identity(), &url, "k2");
+        memory.put("c", &identity(), &other, "k2");
+        memory.put("d", &identity(), &other, "k2");
+        let entries = memory.entries.lock().unwrap();
+        let source = |t: &str| entries[&key_of(t)].source.clone();
+        let kept = |t: &str| {
+            let s = source(t);
+            (s.jwks_url.to_string(), s.kid.clone())
+        };
+        // A retired key must drop exactly the tokens it signed.
+        assert_eq!(kept("a"), (url.to_string(), "k1".to_owned()));
+        assert_eq!(kept("b"), (url.to_string(), "k2".to_owned()));
+        assert_eq!(kept("c"), (other.to_string(), "k2".to_owned()));
+        assert!(Arc::ptr_eq(&source("c"), &source("d")));
+        assert_eq!(entries.len(), 4);
+    }
+}

@@ -137,6 +137,18 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn the_unverified_kid_is_the_headers_or_none() {
+        // {"alg":"RS256","kid":"k1"}
+        assert_eq!(
+            unverified_kid("eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln").as_deref(),
+            Some("k1")
+        );
+        // {"alg":"RS256"}
+        assert_eq!(unverified_kid("eyJhbGciOiJSUzI1NiJ9.e30.c2ln"), None);
+        assert_eq!(unverified_kid("not a token"), None);
+    }
+
+    #[test]
     fn headers_are_read_from_three_part_tokens_only() {
         assert_eq!(read_header("a.b").err(), Some(JwtError::Malformed));
         assert_eq!(read_header("a.b.c.d").err(), Some(JwtError::Malformed));
