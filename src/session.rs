@@ -276,3 +276,27 @@ impl FromRequest for TypedSession {
         ready(Ok(TypedSession(req.get_session())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signed_in_user_debugs_with_tokens_redacted() {
+        let user = SignedInUser {
+            name: "Ann Lee".into(),
+            email: "ann@contoso.com".into(),
+            access_token: "eyJ0eXAi.secret-access.sig".into(),
+            expires_at: 1_800_000_000,
+            sharepoint: None,
+            refresh_token: Some("0.secret-refresh".into()),
+            person: Some("tenant/oid".into()),
+        };
+        let text = format!("{user:?}");
+        for shown in ["Ann Lee", "ann@contoso.com", "1800000000", "tenant/oid"] {
+            assert!(text.contains(shown), "{shown} missing from {text}");
+        }
+        assert!(!text.contains("secret"), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 2, "{text}");
+    }
+}
