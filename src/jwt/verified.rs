@@ -121,6 +121,51 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_remembered_token_is_recalled_while_its_key_is_trusted_and_it_has_not_expired() {
+        use wiremock::matchers::path;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let server = MockServer::start().await;
+        let signer = crate::jwt::signer::RsaSigner::generate("k1").unwrap();
+        Mock::given(path("/keys"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(serde_json::json!({"keys": [signer.jwk()]})),
+            )
+            .mount(&server)
+            .await;
+        let url = Url::parse(&format!("{}/keys", server.uri())).unwrap();
+        let keys = JwksCache::new(
+            reqwest::Client::new(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(3600),
+        );
+        assert!(keys.load(&url).await);
+        let memory = VerifiedTokens::default();
+        let now = 1_800_000_000;
+        let who = ActionIdentity {
+            expires_at: now + 600,
+            ..identity()
+        };
+        assert_eq!(memory.get("t", &keys, now), None, "nothing put yet");
+        memory.put("t", &who, &url, "k1");
+        assert_eq!(memory.get("t", &keys, now), Some(who.clone()));
+        assert_eq!(memory.get("another", &keys, now), None);
+        // Within the leeway after expiry, still; past it, dropped.
+        let leeway = LEEWAY_SECS as i64;
+        assert_eq!(
+            memory.get("t", &keys, now + 600 + leeway),
+            Some(who.clone())
+        );
+        assert_eq!(memory.get("t", &keys, now + 600 + leeway + 1), None);
+        assert!(memory.is_empty(), "an expired token stays remembered");
+        // A key the set does not publish: the token is dropped, not recalled.
+        memory.put("u", &who, &url, "retired");
+        assert_eq!(memory.get("u", &keys, now), None);
+        assert!(memory.is_empty());
+    }
+
     #[test]
     fn each_token_keeps_the_key_that_signed_it_and_tokens_of_one_key_share_it() {
         let memory = VerifiedTokens::default();
