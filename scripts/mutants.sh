@@ -36,10 +36,19 @@ fi
 # cargo-mutants exits 2 when a mutant was missed, 3 on a timeout: still summed up.
 status=0
 cargo mutants "${tool[@]}" "$@" || status=$?
-if [ -f mutants.out/outcomes.json ] && [[ " $* " != *" --list "* ]]; then
-  python3 - <<'PY'
-import json
-o = json.load(open("mutants.out/outcomes.json"))
+# Where the results went: mutants.out/, or under --output's directory.
+out=.
+args=("$@")
+for i in "${!args[@]}"; do
+  case "${args[$i]}" in
+    --output|-o) out=${args[$((i + 1))]:-.} ;;
+    --output=*) out=${args[$i]#--output=} ;;
+  esac
+done
+if [ -f "$out/mutants.out/outcomes.json" ] && [[ " $* " != *" --list "* ]]; then
+  OUTCOMES="$out/mutants.out/outcomes.json" python3 - <<'PY'
+import json, os
+o = json.load(open(os.environ["OUTCOMES"]))
 counts = {k: o.get(k, 0) for k in ("caught", "missed", "timeout", "unviable")}
 viable = counts["caught"] + counts["missed"] + counts["timeout"]
 if viable:
