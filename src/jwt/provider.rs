@@ -84,3 +84,41 @@ pub fn install() {
     });
     let _ = provider.install_default();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn once_installed_rs256_tokens_are_verified_with_keys_parsed_once() {
+        install();
+        let signer = crate::jwt::signer::RsaSigner::generate("k1").unwrap();
+        let jwk = signer.jwk();
+        let key = DecodingKey::from_rsa_components(
+            jwk["n"].as_str().unwrap(),
+            jwk["e"].as_str().unwrap(),
+        )
+        .unwrap();
+        let DecodingKeyKind::RsaModulusExponent { n, e } = key.kind() else {
+            panic!("not an RSA key");
+        };
+        let cache_key = (n.to_vec(), e.to_vec());
+        assert!(!parsed().lock().unwrap().contains_key(&cache_key));
+        let token = signer
+            .sign(&serde_json::json!({"exp": 4_000_000_000_i64, "sub": "x"}))
+            .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(Algorithm::RS256);
+        validation.validate_aud = false;
+        for _ in 0..2 {
+            jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation).unwrap();
+        }
+        // Verified through this provider, which kept the parsed key.
+        assert!(parsed().lock().unwrap().contains_key(&cache_key));
+        // A token signed by another key does not verify.
+        let other = crate::jwt::signer::RsaSigner::generate("k1").unwrap();
+        let forged = other
+            .sign(&serde_json::json!({"exp": 4_000_000_000_i64, "sub": "x"}))
+            .unwrap();
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&forged, &key, &validation).is_err());
+    }
+}
