@@ -29,8 +29,9 @@ export OUTLOOK_INBOX_TEST_REDIS_URL="redis://127.0.0.1:$redis_port"
 tool=()
 if command -v cargo-nextest >/dev/null; then
   tool=(--test-tool nextest)
-  # The suite waits on sockets and timers more than it computes: six tests at
-  # once on two cores take it from about 90 s to about 60 s a mutant.
+  # The suite waits on sockets and timers more than it computes: on two
+  # cores it took 86 s with nextest's default of two tests at once and 63 s
+  # with eight; six leaves the builds some room.
   export NEXTEST_TEST_THREADS=${NEXTEST_TEST_THREADS:-6}
 fi
 # cargo-mutants exits 2 when a mutant was missed, 3 on a timeout: still summed up.
