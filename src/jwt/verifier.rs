@@ -136,6 +136,16 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// A verifier whose key cache has fetched nothing.
+    fn verifier() -> Verifier {
+        Verifier::new(JwksCache::new(
+            reqwest::Client::new(),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        ))
+    }
+
     #[test]
     fn the_unverified_kid_is_the_headers_or_none() {
         // {"alg":"RS256","kid":"k1"}
@@ -161,12 +171,7 @@ mod tests {
 
     #[test]
     fn validations_are_kept_per_audience_list_and_at_most_sixteen() {
-        let verifier = Verifier::new(JwksCache::new(
-            reqwest::Client::new(),
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ));
+        let verifier = verifier();
         let list = |i: usize| vec![format!("api://app-{i}")];
         let first = verifier.validation(&list(0));
         let second = verifier.validation(&list(1));
@@ -187,12 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_size_limit_refuses_only_what_is_over_it() {
-        let verifier = Verifier::new(JwksCache::new(
-            reqwest::Client::new(),
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ));
+        let verifier = verifier();
         let url = Url::parse("http://127.0.0.1:9/keys").unwrap();
         let audiences = ["api://x".to_owned()];
         let check = Check {

@@ -245,11 +245,7 @@ impl Graph {
     }
 
     async fn mount(idp: &MockIdp) {
-        Mock::given(method("GET"))
-            .and(path("/v1.0/me/mailfolders/inbox/messages"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
-            .mount(&idp.server)
-            .await;
+        empty_inbox(idp).await;
         Mock::given(method("POST"))
             .and(path("/v1.0/subscriptions"))
             .respond_with(ResponseTemplate::new(201).set_body_json(json!({
@@ -338,6 +334,15 @@ impl Graph {
     async fn deltas(&self) -> usize {
         calls(&self.idp, "GET", DELTA).await.len()
     }
+}
+
+/// Graph's answer for an Inbox with nothing in it.
+async fn empty_inbox(idp: &MockIdp) {
+    Mock::given(method("GET"))
+        .and(path("/v1.0/me/mailfolders/inbox/messages"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .mount(&idp.server)
+        .await;
 }
 
 async fn calls(idp: &MockIdp, verb: &str, p: &str) -> Vec<Request> {
@@ -822,11 +827,7 @@ async fn signing_out_deletes_the_subscription() {
 async fn a_subscription_graph_refuses_is_tried_once_a_minute_not_at_every_inbox_view() {
     let idp = MockIdp::start().await;
     let app = spawn_with(idp.settings(&[("NOTIFICATIONS", "webhook")])).await;
-    Mock::given(method("GET"))
-        .and(path("/v1.0/me/mailfolders/inbox/messages"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
-        .mount(&idp.server)
-        .await;
+    empty_inbox(&idp).await;
     // What Graph answers when the validation request never reached the app.
     Mock::given(method("POST"))
         .and(path("/v1.0/subscriptions"))
