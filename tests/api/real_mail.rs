@@ -60,6 +60,9 @@ async fn a_body_nested_past_the_limit_is_shown_flattened_with_all_its_text() {
     assert!(html.contains("the bottom line"));
     assert!(html.contains("id=\"flattened\""), "no note");
     assert!(html.matches("<div>").count() <= outlook_inbox::mail::depth::MAX_DEPTH);
+    // Opened again, from the memory of bodies: still flattened, with its note.
+    assert!(app.state.mail.reader.kept_bytes() > 0);
+    assert_eq!(body(app.get(&format!("/mail/{ID}/body")).await).await, html);
 }
 
 #[tokio::test]
@@ -117,6 +120,44 @@ async fn a_body_is_sanitized_once_per_change_key_and_images_choice() {
     // Signing out forgets them.
     app.get("/signout").await;
     assert_eq!(app.state.mail.reader.kept_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_large_body_is_kept_packed_and_shown_again_exactly() {
+    let idp = MockIdp::start().await;
+    let app = spawn_with(idp.settings(&[])).await;
+    idp.sign_in_ok(&app).await;
+    // A newsletter of 420 KB: past the size that is packed on the blocking pool.
+    let rows = "<tr><td><a href=\"https://example.com/a\">An item</a> &amp; its price</td></tr>\n"
+        .repeat(6_000);
+    let newsletter = format!("<table>{rows}</table><p>Unsubscribe</p>");
+    assert!(newsletter.len() > 400_000);
+    let mock = Mock::given(path(format!("/v1.0/me/messages/{ID}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "changeKey": "CK1", "body": {"contentType": "html", "content": newsletter}
+        })))
+        .mount_as_scoped(&idp.server)
+        .await;
+    let first = body(app.get(&format!("/mail/{ID}/body")).await).await;
+    assert!(first.contains("Unsubscribe") && first.matches("An item").count() == 6_000);
+    drop(mock);
+    let kept = app.state.mail.reader.kept_bytes();
+    assert!(
+        kept > 0 && kept * 20 < first.len(),
+        "{kept} bytes kept for a page of {}",
+        first.len()
+    );
+    // The same change key, other text: shown from the memory, byte for byte.
+    Mock::given(path(format!("/v1.0/me/messages/{ID}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "changeKey": "CK1", "body": {"contentType": "html", "content": "<p>other text</p>"}
+        })))
+        .mount(&idp.server)
+        .await;
+    assert_eq!(
+        body(app.get(&format!("/mail/{ID}/body")).await).await,
+        first
+    );
 }
 
 #[tokio::test]
