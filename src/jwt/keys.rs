@@ -291,6 +291,20 @@ impl KeySet {
 }
 
 #[cfg(test)]
+impl JwksCache {
+    /// A cache with the default timings (refetch after 60 s, trusted for an
+    /// hour, stale for an hour) that has fetched nothing yet.
+    pub(crate) fn for_tests() -> Self {
+        Self::new(
+            reqwest::Client::new(),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

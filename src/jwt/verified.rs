@@ -135,12 +135,7 @@ mod tests {
             .mount(&server)
             .await;
         let url = Url::parse(&format!("{}/keys", server.uri())).unwrap();
-        let keys = JwksCache::new(
-            reqwest::Client::new(),
-            std::time::Duration::from_secs(60),
-            std::time::Duration::from_secs(3600),
-            std::time::Duration::from_secs(3600),
-        );
+        let keys = JwksCache::for_tests();
         assert!(keys.load(&url).await);
         let memory = VerifiedTokens::default();
         let now = 1_800_000_000;

@@ -134,16 +134,10 @@ fn read_header(token: &str) -> Result<RawHeader, JwtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// A verifier whose key cache has fetched nothing.
     fn verifier() -> Verifier {
-        Verifier::new(JwksCache::new(
-            reqwest::Client::new(),
-            Duration::from_secs(60),
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        ))
+        Verifier::new(JwksCache::for_tests())
     }
 
     #[test]
