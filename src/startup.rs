@@ -459,7 +459,7 @@ fn server(
     .disable_signals()
     // Without it, a live-Inbox event written while the previous one is not
     // yet acknowledged waits for the browser's delayed ACK (Nagle's
-    // algorithm): measured, 0 to 4 rows in 300 arrived about 20 ms late on
+    // algorithm): measured, 0 to 5 rows in 300 arrived about 20 ms late on
     // Linux loopback, where the delayed-ACK timer is 40 ms (200 ms on Windows).
     .tcp_nodelay(true)
     .listen(listener)

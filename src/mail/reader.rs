@@ -502,7 +502,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_kept_body_is_packed_to_an_exact_allocation_and_unpacks_to_itself() {
+    fn a_kept_body_unpacks_to_itself_and_a_repetitive_one_packs_small() {
         let newsletter =
             "<tr><td class=\"item\"><a href=\"https://example.com/\">Item</a></td></tr>\n"
                 .repeat(700);
@@ -528,7 +528,6 @@ mod tests {
             newsletter.len(),
             kept.bytes()
         );
-        assert_eq!(kept.bytes(), kept.packed.len());
         // Bytes that are not a packed body are a miss, not a panic.
         let broken = Kept {
             packed: vec![0xff; 16].into_boxed_slice(),
