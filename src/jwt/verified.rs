@@ -157,6 +157,7 @@ mod tests {
         assert!(memory.is_empty(), "an expired token stays remembered");
         // A key the set does not publish: the token is dropped, not recalled.
         memory.put("u", &who, &url, "retired");
+        assert!(!memory.is_empty());
         assert_eq!(memory.get("u", &keys, now), None);
         assert!(memory.is_empty());
     }
